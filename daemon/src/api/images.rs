@@ -1,0 +1,180 @@
+use std::io::{self, Write};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use strata_store::archive::ImportProgress;
+use strata_store::ids::ImageRef;
+use strata_store::{ImageDetails, ImageSummary, ImportedImage, RemovedImage};
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::{ApiError, AppState, blocking};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RefQuery {
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TagQuery {
+    source: String,
+    target: String,
+}
+
+/// One line of the import response stream (NDJSON), like `docker load`'s progress messages.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportEvent {
+    Progress { archive_bytes: u64, entry: String, layers_done: usize },
+    Imported { images: Vec<ImportedImage> },
+    Error { message: String },
+}
+
+/// Progress lines are sent at most this often (by archive bytes), plus at every layer.
+const PROGRESS_EVERY: u64 = 8 << 20;
+
+/// `POST /v1/images/import`: the request body is the archive, streamed into the store as it
+/// arrives; the response streams progress and ends with the result or the error.
+pub(super) async fn import(State(state): State<AppState>, body: Body) -> Response {
+    let reader = StreamReader::new(body.into_data_stream().map_err(io::Error::other));
+    let (tx, rx) = mpsc::channel::<ImportEvent>(64);
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let reader = SyncIoBridge::new(reader);
+        let mut last = (0u64, 0usize);
+        let mut on_progress = |p: &ImportProgress| {
+            if p.archive_bytes >= last.0 + PROGRESS_EVERY || p.layers_done != last.1 {
+                last = (p.archive_bytes, p.layers_done);
+                let _ = tx.blocking_send(ImportEvent::Progress {
+                    archive_bytes: p.archive_bytes,
+                    entry: p.entry.clone(),
+                    layers_done: p.layers_done,
+                });
+            }
+        };
+        let event = match store.import_images(reader, &mut on_progress) {
+            Ok(images) => {
+                for i in &images {
+                    tracing::info!(image = %i.id, tags = ?i.tags, layers = i.layers, new_layers = i.new_layers, "imported image");
+                }
+                ImportEvent::Imported { images }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "import refused");
+                ImportEvent::Error { message: e.to_string() }
+            }
+        };
+        let _ = tx.blocking_send(event);
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, io::Error>(Bytes::from(line)), rx))
+    });
+    let mut response = Response::new(Body::from_stream(lines));
+    response
+        .headers_mut()
+        .insert("content-type", axum::http::HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<ImageSummary>>, ApiError> {
+    blocking(&state, strata_store::Store::list_images).await.map(Json)
+}
+
+pub(super) async fn inspect(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<ImageDetails>, ApiError> {
+    blocking(&state, move |s| s.inspect_image(&q.reference)).await.map(Json)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Tagged {
+    pub id: String,
+    pub tag: String,
+}
+
+pub(super) async fn tag(State(state): State<AppState>, Query(q): Query<TagQuery>) -> Result<Json<Tagged>, ApiError> {
+    let target: ImageRef = q.target.parse().map_err(|e: strata_store::ids::IdError| ApiError::bad_request(e.to_string()))?;
+    let tag = target.to_string();
+    let id = blocking(&state, move |s| s.tag_image(&q.source, &target)).await?;
+    Ok(Json(Tagged { id: id.to_string(), tag }))
+}
+
+pub(super) async fn remove(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<RemovedImage>, ApiError> {
+    blocking(&state, move |s| s.remove_image(&q.reference, q.force)).await.map(Json)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Mounted {
+    pub path: std::path::PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Unmounted {
+    pub remaining: u32,
+}
+
+pub(super) async fn mount(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<Mounted>, ApiError> {
+    blocking(&state, move |s| s.mount_image(&q.reference)).await.map(|path| Json(Mounted { path }))
+}
+
+pub(super) async fn unmount(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<Unmounted>, ApiError> {
+    blocking(&state, move |s| s.unmount_image(&q.reference, q.all))
+        .await
+        .map(|remaining| Json(Unmounted { remaining }))
+}
+
+/// A blocking `Write` whose bytes become an HTTP response body, in chunks.
+#[derive(Debug)]
+pub(crate) struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl ChannelWriter {
+    pub(crate) fn new() -> (Self, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
+        let (tx, rx) = mpsc::channel(8);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        (Self { tx, buf: Vec::with_capacity(CHUNK) }, stream.boxed())
+    }
+
+    /// Ends the body with an error, so the client sees a broken transfer, not a short file.
+    pub(crate) fn fail(&mut self, message: String) {
+        let _ = self.tx.blocking_send(Err(io::Error::other(message)));
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client closed the connection"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}

@@ -1,0 +1,98 @@
+//! The API: HTTP+JSON on a unix socket. Handlers are thin: parse, call the store in
+//! `spawn_blocking`, map the result. [`ApiError`] maps store error kinds to status codes; the
+//! client gets one clear line, the log gets the detail.
+
+pub mod images;
+mod layers;
+mod system;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use strata_store::{ErrorKind, Store};
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}
+
+/// A failed request.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+impl From<strata_store::Error> for ApiError {
+    fn from(e: strata_store::Error) -> Self {
+        let status = match e.kind() {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::AlreadyExists | ErrorKind::InUse => StatusCode::CONFLICT,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        } else {
+            tracing::info!(error = %e, "request refused");
+        }
+        Self { status, message: e.to_string() }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        tracing::error!(error = %e, "store task panicked");
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error (see daemon log)".into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { message: self.message })).into_response()
+    }
+}
+
+/// Runs a store call on the blocking pool.
+pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Store) -> Result<T, strata_store::Error> + Send + 'static,
+    T: Send + 'static,
+{
+    let store = state.store.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/info", get(system::info))
+        .route("/v1/system/df", get(system::df))
+        .route("/v1/images", get(images::list).delete(images::remove))
+        .route("/v1/images/import", post(images::import))
+        .route("/v1/images/inspect", get(images::inspect))
+        .route("/v1/images/tag", post(images::tag))
+        .route("/v1/images/mount", post(images::mount))
+        .route("/v1/images/unmount", post(images::unmount))
+        .route("/v1/layers", get(layers::list))
+        .route("/v1/layers/inspect", get(layers::inspect))
+        .route("/v1/layers/export", get(layers::export))
+        .with_state(state)
+}

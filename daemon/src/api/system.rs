@@ -1,0 +1,13 @@
+use axum::Json;
+use axum::extract::State;
+use strata_store::{DiskUsage, StoreInfo};
+
+use super::{ApiError, AppState, blocking};
+
+pub(super) async fn info(State(state): State<AppState>) -> Result<Json<StoreInfo>, ApiError> {
+    blocking(&state, strata_store::Store::info).await.map(Json)
+}
+
+pub(super) async fn df(State(state): State<AppState>) -> Result<Json<DiskUsage>, ApiError> {
+    blocking(&state, strata_store::Store::disk_usage).await.map(Json)
+}

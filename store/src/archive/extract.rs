@@ -1,0 +1,849 @@
+//! Applying one uncompressed layer tar to an empty directory, in overlay2 format, while hashing
+//! the stream into its `DiffID`.
+//!
+//! # What lands on disk
+//! Every entry keeps its numeric owner, full mode (setuid/setgid/sticky applied after `chown`,
+//! which clears them), modification time (directories get theirs after everything below them
+//! was written) and `SCHILY.xattr.*` extended attributes. Whiteouts are converted the way
+//! Docker's overlay2 driver does: `dir/.wh.NAME` becomes the character device 0/0 `dir/NAME`,
+//! `dir/.wh..wh..opq` sets `trusted.overlay.opaque=y` on `dir`. Later entries win: an entry for an
+//! existing name replaces it (a directory being replaced is removed with its contents, without
+//! following symlinks), except that a directory entry over an existing directory only updates
+//! its metadata. Parent directories missing from the tar are created `0755 root:root`, as Docker
+//! does.
+//!
+//! # Hostile input policy
+//! Every parent directory is opened with `openat2(2)` under `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` relative to the destination's fd, and the final
+//! component is created with an `*at` syscall that does not follow symlinks. Entry names are
+//! first normalised lexically (empty and `.` components dropped, `a/../b` folded to `b`, as
+//! Docker's `filepath.Clean` does).
+//!
+//! | input | policy |
+//! |---|---|
+//! | absolute name `/etc/x` | confined: leading `/` stripped, lands at `dest/etc/x` (Docker, GNU tar) |
+//! | `..` that stays inside (`a/../b`) | normalised to `b` (lexically; `a` is never looked at) |
+//! | `..` that escapes (`../x`, `a/../../x`) | refused: [`ExtractError::Escape`] naming the entry |
+//! | path through a symlink (any: absolute, relative, chained, pointing in or out) | refused: [`ExtractError::ThroughSymlink`] naming the entry and the symlink |
+//! | path through a non-directory | refused: [`ExtractError::NotADirectory`] |
+//! | hardlink target escaping, through a symlink, or not (yet) in this layer | refused: [`ExtractError::BadHardlink`] naming the entry |
+//! | hardlink to a directory | refused: [`ExtractError::BadHardlink`] |
+//! | whiteout outside (`../.wh.x`) or through a symlink | refused, as for any entry |
+//! | whiteout of `.` / `..` / empty name (`.wh.`, `.wh..`, `.wh...`) | refused: [`ExtractError::Invalid`] |
+//! | symlink entries with any target | allowed: a target is data, resolved inside the container later |
+//! | device nodes, fifos | allowed (Docker allows them; we run as root) |
+//! | `SCHILY.xattr.trusted.overlay.*` in the tar | dropped with a warning: only whiteouts may produce overlay xattrs, a layer must not forge redirects or metacopy |
+//! | other xattrs the file system refuses (`ENOTSUP`, `EPERM`) | skipped with a warning (Docker does the same) |
+//! | `.wh..wh.*` other than `.wh..wh..opq` (AUFS internals such as `.wh..wh.plnk/`) | skipped with everything below them |
+//! | name `.`/`/` for a directory | metadata applied to `dest` itself (Docker does); any other type: refused |
+//! | PAX global headers | ignored (Docker does) |
+//! | other entry types (volume labels, multi-volume) | refused: [`ExtractError::Invalid`] |
+//! | zero bytes | refused: "empty layer stream"; 1024 zero bytes is a valid empty layer |
+//! | stream ending without the end-of-archive marker, or inside an entry | refused: [`ExtractError::Truncated`] |
+//! | data after the end-of-archive marker | read and hashed, not interpreted |
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::ids::{DiffId, Digest};
+use crate::sys::fs::{self, FileKind, Timestamp};
+
+/// What [`extract_layer`] measured while applying a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerStats {
+    /// sha256 of every byte of the stream, trailing padding included.
+    pub diff_id: DiffId,
+    /// Length of the stream in bytes.
+    pub tar_bytes: u64,
+    /// Sum of regular file sizes, each hardlinked inode counted once.
+    pub size: u64,
+    /// Names created: files, directories, symlinks, hardlinks, devices, fifos and whiteouts
+    /// (implicitly created parents, opaque markers and repeated directory entries excluded).
+    pub files: u64,
+}
+
+/// Why a layer could not be applied. After any error the destination holds a partial tree that
+/// the caller must remove; nothing outside it was touched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    #[error("empty layer stream")]
+    Empty,
+    #[error("not a tar stream{hint}")]
+    NotTar { hint: &'static str },
+    #[error("layer tar is truncated at entry '{entry}'")]
+    Truncated { entry: String },
+    #[error("layer tar is corrupt after entry '{after}': {detail}")]
+    Corrupt { after: String, detail: String },
+    #[error("reading layer stream: {0}")]
+    Read(#[source] io::Error),
+    #[error("entry '{entry}': path escapes the layer root")]
+    Escape { entry: String },
+    #[error("entry '{entry}': path goes through symlink '{symlink}'")]
+    ThroughSymlink { entry: String, symlink: String },
+    #[error("entry '{entry}': path component '{component}' is not a directory")]
+    NotADirectory { entry: String, component: String },
+    #[error("entry '{entry}': hardlink to '{target}' refused: {why}")]
+    BadHardlink { entry: String, target: String, why: String },
+    #[error("entry '{entry}': {why}")]
+    Invalid { entry: String, why: String },
+    #[error("entry '{entry}': {op}: {source}")]
+    Io {
+        entry: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening layer destination {path}: {source}")]
+    Dest {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+const READ_BUFFER: usize = 1 << 20;
+const COPY_BUFFER: usize = 1 << 20;
+
+/// Applies the uncompressed layer tar read from `reader` to the empty directory `dest`, and
+/// returns its `DiffID` (hashed in the same pass, the stream drained to EOF) with sizes.
+pub fn extract_layer(reader: impl Read, dest: &Path) -> Result<LayerStats, ExtractError> {
+    let root = fs::open_dir(dest).map_err(|source| ExtractError::Dest {
+        path: dest.to_owned(),
+        source,
+    })?;
+    let state = StreamState::default();
+    let hashing = HashingReader::new(reader);
+    let tracked = Tracked {
+        inner: BufReader::with_capacity(READ_BUFFER, hashing),
+        state: &state,
+    };
+    let mut archive = tar::Archive::new(tracked);
+    let mut applier = Applier::new(&root);
+    {
+        let entries = archive.entries().map_err(ExtractError::Read)?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| applier.stream_error(e, &state, true))?;
+            applier.apply(&mut entry, &state)?;
+            if state.eof.get() {
+                return Err(applier.stream_error(io::ErrorKind::UnexpectedEof.into(), &state, false));
+            }
+        }
+    }
+    if state.eof.get() {
+        // No end-of-archive marker: either nothing at all, or a stream cut at an entry boundary.
+        let tracked = archive.into_inner();
+        let hashing = tracked.inner.into_inner();
+        if hashing.len == 0 {
+            return Err(ExtractError::Empty);
+        }
+        return Err(applier.stream_error(io::ErrorKind::UnexpectedEof.into(), &state, false));
+    }
+    let mut buffered = archive.into_inner().inner;
+    io::copy(&mut buffered, &mut io::sink()).map_err(ExtractError::Read)?;
+    let hashing = buffered.into_inner();
+    applier.finish()?;
+    Ok(LayerStats {
+        diff_id: DiffId(Digest::from_bytes(hashing.hasher.finalize().into())),
+        tar_bytes: hashing.len,
+        size: applier.size,
+        files: applier.files,
+    })
+}
+
+/// What the tar parser saw of the underlying stream, observed from outside the parser.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    /// The parser asked for bytes and got end of stream.
+    pub(crate) eof: Cell<bool>,
+    /// The underlying reader failed (I/O or decompression error).
+    pub(crate) failed: Cell<bool>,
+    /// Bytes the parser consumed.
+    pub(crate) consumed: Cell<u64>,
+    /// The first bytes of the stream, to say what it is when it is not a tar.
+    head: Cell<Option<[u8; 4]>>,
+}
+
+/// A reader that records in a [`StreamState`] what happened to the stream below it.
+pub(crate) struct Tracked<'s, R> {
+    pub(crate) inner: R,
+    pub(crate) state: &'s StreamState,
+}
+
+impl<R: Read> Read for Tracked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.state.eof.set(true);
+                Ok(0)
+            }
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                self.state.failed.set(true);
+                Err(e)
+            }
+            Ok(n) => {
+                self.state.consumed.set(self.state.consumed.get() + n as u64);
+                if self.state.head.get().is_none() && n >= 4 {
+                    self.state.head.set(Some([buf[0], buf[1], buf[2], buf[3]]));
+                }
+                Ok(n)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Hashes and counts every byte read through it.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    pub(crate) hasher: Sha256,
+    pub(crate) len: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn digest(self) -> Digest {
+        Digest::from_bytes(self.hasher.finalize().into())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Per-layer extraction state: the destination, a cached parent directory and counters.
+struct Applier<'r> {
+    root: BorrowedFd<'r>,
+    /// The last parent directory opened (relative path, `O_PATH` fd or `None` for the root),
+    /// reused while consecutive entries live in the same directory.
+    cached_parent: Option<(Vec<u8>, Option<OwnedFd>)>,
+    /// Directories whose mtime is set at the end, once nothing below them changes any more.
+    dir_times: Vec<(Vec<u8>, Timestamp)>,
+    xattrs: Vec<(CString, Vec<u8>)>,
+    normalised: Vec<u8>,
+    buf: Vec<u8>,
+    last_entry: String,
+    entries_seen: u64,
+    size: u64,
+    files: u64,
+    warned_xattr: bool,
+}
+
+/// The header fields every entry type needs, parsed once.
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: Timestamp,
+}
+
+impl<'r> Applier<'r> {
+    fn new(root: &'r OwnedFd) -> Self {
+        Self {
+            root: root.as_fd(),
+            cached_parent: None,
+            dir_times: Vec::new(),
+            xattrs: Vec::new(),
+            normalised: Vec::with_capacity(256),
+            buf: vec![0; COPY_BUFFER],
+            last_entry: String::new(),
+            entries_seen: 0,
+            size: 0,
+            files: 0,
+            warned_xattr: false,
+        }
+    }
+
+    /// Turns an error of the tar parser into the error a caller can act on.
+    fn stream_error(&self, e: io::Error, state: &StreamState, at_header: bool) -> ExtractError {
+        if state.failed.get() {
+            return ExtractError::Read(e);
+        }
+        if at_header && self.entries_seen == 0 {
+            let hint = match state.head.get() {
+                Some([0x1f, 0x8b, _, _]) => " (it is gzip-compressed)",
+                Some([0x28, 0xb5, 0x2f, 0xfd]) => " (it is zstd-compressed)",
+                _ => "",
+            };
+            return ExtractError::NotTar { hint };
+        }
+        let entry = if self.entries_seen == 0 {
+            "<start>".to_owned()
+        } else {
+            self.last_entry.clone()
+        };
+        if state.eof.get() || e.kind() == io::ErrorKind::UnexpectedEof {
+            ExtractError::Truncated { entry }
+        } else {
+            ExtractError::Corrupt {
+                after: entry,
+                detail: e.to_string(),
+            }
+        }
+    }
+
+    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, state: &StreamState) -> Result<(), ExtractError> {
+        let raw_path = entry.path_bytes();
+        self.last_entry.clear();
+        self.last_entry.push_str(&String::from_utf8_lossy(&raw_path));
+        self.entries_seen += 1;
+        let trailing_slash = raw_path.ends_with(b"/");
+        let normalised = normalise(&raw_path, &mut self.normalised);
+        drop(raw_path);
+        if !normalised {
+            return Err(ExtractError::Escape {
+                entry: self.last_entry.clone(),
+            });
+        }
+        let mut kind = entry.header().entry_type();
+        // Pre-POSIX archives mark directories only with a trailing slash on a regular entry.
+        if kind.is_file() && trailing_slash {
+            kind = tar::EntryType::Directory;
+        }
+        if kind.is_pax_global_extensions() {
+            return Ok(());
+        }
+        let meta = self.read_meta(entry)?;
+        let path = std::mem::take(&mut self.normalised);
+        let result = self.apply_at(entry, kind, &path, &meta, state);
+        self.normalised = path;
+        result
+    }
+
+    fn read_meta<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Meta, ExtractError> {
+        let header = entry.header();
+        let invalid = |what: &str, e: &dyn std::fmt::Display| ExtractError::Invalid {
+            entry: self.last_entry.clone(),
+            why: format!("bad {what} field: {e}"),
+        };
+        let mode = header.mode().map_err(|e| invalid("mode", &e))? & 0o7777;
+        let uid = header.uid().map_err(|e| invalid("uid", &e))?;
+        let gid = header.gid().map_err(|e| invalid("gid", &e))?;
+        let uid = u32::try_from(uid).map_err(|e| invalid("uid", &e))?;
+        let gid = u32::try_from(gid).map_err(|e| invalid("gid", &e))?;
+        let mtime = header.mtime().map_err(|e| invalid("mtime", &e))?;
+        let mut mtime = Timestamp {
+            sec: i64::try_from(mtime).unwrap_or(i64::MAX),
+            nsec: 0,
+        };
+        self.xattrs.clear();
+        if let Some(pax) = entry.pax_extensions().map_err(|e| invalid("PAX", &e))? {
+            for ext in pax {
+                let ext = ext.map_err(|e| invalid("PAX", &e))?;
+                let Ok(key) = ext.key() else { continue };
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                    if name.starts_with("trusted.overlay.") {
+                        tracing::warn!(entry = %self.last_entry, xattr = name, "dropping overlay xattr from layer tar");
+                        continue;
+                    }
+                    let name = CString::new(name).map_err(|e| invalid("xattr name", &e))?;
+                    self.xattrs.push((name, ext.value_bytes().to_vec()));
+                } else if key == "mtime"
+                    && let Some(t) = ext.value().ok().and_then(parse_pax_time)
+                {
+                        mtime = t;
+                }
+            }
+        }
+        Ok(Meta { uid, gid, mode, mtime })
+    }
+
+    fn apply_at<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        path: &[u8],
+        meta: &Meta,
+        state: &StreamState,
+    ) -> Result<(), ExtractError> {
+        let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], path),
+        };
+        if path.split(|&b| b == b'/').any(|c| c.starts_with(b".wh..wh.")) && name != b".wh..wh..opq" {
+            return Ok(()); // AUFS internals (`.wh..wh.plnk/`, `.wh..wh.aufs`): Docker skips them.
+        }
+        if name.is_empty() {
+            if kind.is_dir() {
+                return self.apply_root_dir(meta);
+            }
+            return Err(self.invalid("a non-directory entry cannot name the layer root"));
+        }
+        if name == b".wh..wh..opq" {
+            return self.apply_opaque(parent);
+        }
+        if let Some(hidden) = name.strip_prefix(b".wh.") {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(self.invalid("whiteout names no file"));
+            }
+            return self.apply_whiteout(parent, hidden, meta);
+        }
+        let cname = self.cstring(name)?;
+        if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
+            self.write_file(entry, parent, &cname, meta, state)
+        } else if kind.is_dir() {
+            self.make_dir(path, parent, &cname, meta)
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| self.invalid("symlink without a target"))?;
+            let target = self.cstring(&target)?;
+            self.make_symlink(parent, &cname, &target, meta)
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| self.invalid("hardlink without a target"))?
+                .into_owned();
+            self.make_hardlink(parent, &cname, &target)
+        } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            let (type_bits, major, minor) = if kind.is_fifo() {
+                (libc::S_IFIFO, 0, 0)
+            } else {
+                let header = entry.header();
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let bits = if kind.is_character_special() { libc::S_IFCHR } else { libc::S_IFBLK };
+                (bits, major, minor)
+            };
+            self.make_node(parent, &cname, type_bits, major, minor, meta)
+        } else {
+            Err(self.invalid(&format!("unsupported entry type {:?}", kind.as_byte() as char)))
+        }
+    }
+
+    fn invalid(&self, why: &str) -> ExtractError {
+        ExtractError::Invalid {
+            entry: self.last_entry.clone(),
+            why: why.to_owned(),
+        }
+    }
+
+    fn io(&self, op: &'static str) -> impl Fn(io::Error) -> ExtractError + '_ {
+        move |source| ExtractError::Io {
+            entry: self.last_entry.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn cstring(&self, bytes: &[u8]) -> Result<CString, ExtractError> {
+        CString::new(bytes).map_err(|_| self.invalid("name contains a NUL byte"))
+    }
+
+    /// Makes the directory `rel` (relative to the root, normalised) the current parent,
+    /// creating missing components; [`Self::dir`] then returns it.
+    fn enter(&mut self, rel: &[u8]) -> Result<(), ExtractError> {
+        if matches!(&self.cached_parent, Some((p, _)) if p == rel) {
+            return Ok(());
+        }
+        self.cached_parent = None;
+        let fd = if rel.is_empty() { None } else { Some(self.open_parent(rel)?) };
+        self.cached_parent = Some((rel.to_vec(), fd));
+        Ok(())
+    }
+
+    /// The directory last entered. Callers call [`Self::enter`] first, after any removal.
+    fn dir(&self) -> BorrowedFd<'_> {
+        debug_assert!(self.cached_parent.is_some(), "dir() without enter()");
+        match &self.cached_parent {
+            Some((_, Some(fd))) => fd.as_fd(),
+            _ => self.root,
+        }
+    }
+
+    fn open_parent(&self, rel: &[u8]) -> Result<OwnedFd, ExtractError> {
+        let c = self.cstring(rel)?;
+        match fs::open_dir_beneath(self.root, &c, true) {
+            Ok(fd) => Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.walk(rel, true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)) => {
+                self.walk(rel, false)
+            }
+            Err(e) => Err(self.io("opening parent directory")(e)),
+        }
+    }
+
+    /// Walks `rel` one component at a time (never following symlinks), creating missing
+    /// directories when `create`; names the component that stops the walk.
+    fn walk(&self, rel: &[u8], create: bool) -> Result<OwnedFd, ExtractError> {
+        let mut current: Option<OwnedFd> = None;
+        let mut end = 0;
+        for comp in rel.split(|&b| b == b'/') {
+            end += comp.len() + usize::from(end > 0);
+            let prefix = String::from_utf8_lossy(&rel[..end]).into_owned();
+            let c = self.cstring(comp)?;
+            let dir = current.as_ref().map_or(self.root, AsFd::as_fd);
+            if create {
+                match fs::mkdir_at(dir, &c, 0o755) {
+                    Ok(()) => fs::chmod_at_nofollow(dir, &c, 0o755).map_err(self.io("chmod of created parent"))?,
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(self.io("creating parent directory")(e)),
+                }
+            }
+            match fs::open_dir_at(dir, &c, true) {
+                Ok(fd) => current = Some(fd),
+                Err(e) => {
+                    return Err(match fs::kind_at(dir, &c) {
+                        Ok(FileKind::Symlink) => {
+                            let target = fs::readlink_at(dir, &c).unwrap_or_default();
+                            ExtractError::ThroughSymlink {
+                                entry: self.last_entry.clone(),
+                                symlink: format!("{prefix} -> {}", String::from_utf8_lossy(&target)),
+                            }
+                        }
+                        Ok(FileKind::Other) => ExtractError::NotADirectory {
+                            entry: self.last_entry.clone(),
+                            component: prefix,
+                        },
+                        _ => self.io("opening parent directory")(e),
+                    });
+                }
+            }
+        }
+        current.ok_or_else(|| self.invalid("empty parent path"))
+    }
+
+    /// Makes room for a new entry `name` in `dir`: removes whatever is there (a directory with
+    /// its contents). Forgets the cached parent, which may have been inside what was removed.
+    fn clear_name(&mut self, parent: &[u8], name: &CStr) -> Result<(), ExtractError> {
+        self.enter(parent)?;
+        let result = fs::remove_all_at(self.dir(), name);
+        self.cached_parent = None;
+        result.map_err(self.io("removing existing entry"))
+    }
+
+    /// Runs `create` in the parent directory; if the name exists, clears it and retries once.
+    fn create_replacing<T>(
+        &mut self,
+        parent: &[u8],
+        name: &CStr,
+        create: impl Fn(BorrowedFd<'_>) -> io::Result<T>,
+        op: &'static str,
+    ) -> Result<T, ExtractError> {
+        self.enter(parent)?;
+        match create(self.dir()) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.clear_name(parent, name)?;
+                self.enter(parent)?;
+                create(self.dir()).map_err(self.io(op))
+            }
+            other => other.map_err(self.io(op)),
+        }
+    }
+
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        parent: &[u8],
+        name: &CStr,
+        meta: &Meta,
+        state: &StreamState,
+    ) -> Result<(), ExtractError> {
+        let mut file = self.create_replacing(parent, name, |dir| fs::create_file_at(dir, name, 0o600), "creating file")?;
+        let mut buf = std::mem::take(&mut self.buf);
+        let copied = loop {
+            match entry.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    if let Err(e) = file.write_all(&buf[..n]) {
+                        break Err(self.io("writing file")(e));
+                    }
+                    self.size += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(self.stream_error(e, state, false)),
+            }
+        };
+        self.buf = buf;
+        copied?;
+        if state.eof.get() {
+            return Err(self.stream_error(io::ErrorKind::UnexpectedEof.into(), state, false));
+        }
+        let fd = file.as_fd();
+        fs::fchown(fd, meta.uid, meta.gid).map_err(self.io("chown"))?;
+        fs::fchmod(fd, meta.mode).map_err(self.io("chmod"))?;
+        for i in 0..self.xattrs.len() {
+            let (key, value) = &self.xattrs[i];
+            let result = fs::fsetxattr(fd, key, value);
+            self.xattr_result(i, result)?;
+        }
+        fs::set_times_fd(fd, meta.mtime, meta.mtime).map_err(self.io("setting times"))?;
+        self.files += 1;
+        Ok(())
+    }
+
+    fn xattr_result(&mut self, index: usize, result: io::Result<()>) -> Result<(), ExtractError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EPERM)) => {
+                // Docker skips xattrs the graph driver's file system refuses, with a warning.
+                if !self.warned_xattr {
+                    self.warned_xattr = true;
+                    tracing::warn!(entry = %self.last_entry, xattr = ?self.xattrs[index].0, error = %e, "skipping xattr the file system refuses");
+                }
+                Ok(())
+            }
+            Err(source) => Err(ExtractError::Io {
+                entry: self.last_entry.clone(),
+                op: "setting xattr",
+                source,
+            }),
+        }
+    }
+
+    fn apply_dir_fd(&mut self, fd: BorrowedFd<'_>, path: &[u8], meta: &Meta) -> Result<(), ExtractError> {
+        fs::fchown(fd, meta.uid, meta.gid).map_err(self.io("chown"))?;
+        fs::fchmod(fd, meta.mode).map_err(self.io("chmod"))?;
+        for i in 0..self.xattrs.len() {
+            let (key, value) = &self.xattrs[i];
+            let result = fs::fsetxattr(fd, key, value);
+            self.xattr_result(i, result)?;
+        }
+        self.dir_times.push((path.to_vec(), meta.mtime));
+        Ok(())
+    }
+
+    fn apply_root_dir(&mut self, meta: &Meta) -> Result<(), ExtractError> {
+        let root = fs::open_dir_beneath(self.root, c".", false).map_err(self.io("opening layer root"))?;
+        self.apply_dir_fd(root.as_fd(), b"", meta)
+    }
+
+    fn make_dir(&mut self, path: &[u8], parent: &[u8], name: &CStr, meta: &Meta) -> Result<(), ExtractError> {
+        self.enter(parent)?;
+        match fs::mkdir_at(self.dir(), name, 0o700) {
+            Ok(()) => self.files += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                if fs::kind_at(self.dir(), name).map_err(self.io("inspecting existing entry"))? != FileKind::Dir {
+                    self.clear_name(parent, name)?;
+                    self.enter(parent)?;
+                    fs::mkdir_at(self.dir(), name, 0o700).map_err(self.io("creating directory"))?;
+                    self.files += 1;
+                }
+            }
+            Err(e) => return Err(self.io("creating directory")(e)),
+        }
+        let fd = fs::open_dir_at(self.dir(), name, false).map_err(self.io("opening directory"))?;
+        self.apply_dir_fd(fd.as_fd(), path, meta)
+    }
+
+    fn make_symlink(&mut self, parent: &[u8], name: &CStr, target: &CStr, meta: &Meta) -> Result<(), ExtractError> {
+        self.create_replacing(parent, name, |dir| fs::symlink_at(target, dir, name), "creating symlink")?;
+        let dir = self.dir();
+        fs::lchown_at(dir, name, meta.uid, meta.gid).map_err(self.io("chown"))?;
+        self.set_xattrs_at(parent, name)?;
+        fs::set_times_at(self.dir(), name, meta.mtime, meta.mtime).map_err(self.io("setting times"))?;
+        self.files += 1;
+        Ok(())
+    }
+
+    fn set_xattrs_at(&mut self, parent: &[u8], name: &CStr) -> Result<(), ExtractError> {
+        self.enter(parent)?;
+        for i in 0..self.xattrs.len() {
+            let (key, value) = &self.xattrs[i];
+            let result = fs::lsetxattr_at(self.dir(), name, key, value);
+            self.xattr_result(i, result)?;
+        }
+        Ok(())
+    }
+
+    fn make_node(
+        &mut self,
+        parent: &[u8],
+        name: &CStr,
+        type_bits: u32,
+        major: u32,
+        minor: u32,
+        meta: &Meta,
+    ) -> Result<(), ExtractError> {
+        self.create_replacing(
+            parent,
+            name,
+            |dir| fs::mknod_at(dir, name, type_bits | 0o600, major, minor),
+            "creating device node",
+        )?;
+        let dir = self.dir();
+        fs::lchown_at(dir, name, meta.uid, meta.gid).map_err(self.io("chown"))?;
+        fs::chmod_at_nofollow(dir, name, meta.mode).map_err(self.io("chmod"))?;
+        self.set_xattrs_at(parent, name)?;
+        fs::set_times_at(self.dir(), name, meta.mtime, meta.mtime).map_err(self.io("setting times"))?;
+        self.files += 1;
+        Ok(())
+    }
+
+    fn make_hardlink(&mut self, parent: &[u8], name: &CStr, raw_target: &[u8]) -> Result<(), ExtractError> {
+        let shown = String::from_utf8_lossy(raw_target).into_owned();
+        let entry = self.last_entry.clone();
+        let bad = |why: &str| ExtractError::BadHardlink {
+            entry: entry.clone(),
+            target: shown.clone(),
+            why: why.to_owned(),
+        };
+        let mut target = Vec::new();
+        if !normalise(raw_target, &mut target) {
+            return Err(bad("target escapes the layer root"));
+        }
+        let (target_parent, target_name) = match target.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&target[..i], &target[i + 1..]),
+            None => (&target[..0], &target[..]),
+        };
+        if target_name.is_empty() {
+            return Err(bad("target is the layer root"));
+        }
+        let target_name = self.cstring(target_name)?;
+        let target_dir = if target_parent.is_empty() {
+            None
+        } else {
+            let c = self.cstring(target_parent)?;
+            match fs::open_dir_beneath(self.root, &c, true) {
+                Ok(fd) => Some(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    return Err(bad("target does not exist in this layer"));
+                }
+                Err(_) => {
+                    return Err(match self.walk(target_parent, false) {
+                        Err(ExtractError::ThroughSymlink { symlink, .. }) => {
+                            bad(&format!("target goes through symlink '{symlink}'"))
+                        }
+                        Err(ExtractError::NotADirectory { component, .. }) => {
+                            bad(&format!("'{component}' is not a directory"))
+                        }
+                        _ => bad("target directory cannot be opened"),
+                    });
+                }
+            }
+        };
+        let root = self.root;
+        let link = |dir: BorrowedFd<'_>| {
+            let from = target_dir.as_ref().map_or(root, AsFd::as_fd);
+            fs::hardlink_at(from, &target_name, dir, name)
+        };
+        self.enter(parent)?;
+        let mut result = link(self.dir());
+        if result.as_ref().err().and_then(io::Error::raw_os_error) == Some(libc::EEXIST) {
+            self.clear_name(parent, name)?;
+            self.enter(parent)?;
+            result = link(self.dir());
+        }
+        match result {
+            Ok(()) => {
+                self.files += 1;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(bad("target does not exist in this layer")),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(bad("target is a directory")),
+            Err(e) => Err(self.io("creating hardlink")(e)),
+        }
+    }
+
+    fn apply_whiteout(&mut self, parent: &[u8], hidden: &[u8], meta: &Meta) -> Result<(), ExtractError> {
+        let name = self.cstring(hidden)?;
+        self.create_replacing(parent, &name, |dir| fs::mknod_at(dir, &name, libc::S_IFCHR, 0, 0), "creating whiteout")?;
+        let dir = self.dir();
+        fs::lchown_at(dir, &name, meta.uid, meta.gid).map_err(self.io("chown"))?;
+        self.files += 1;
+        Ok(())
+    }
+
+    fn apply_opaque(&mut self, dir_path: &[u8]) -> Result<(), ExtractError> {
+        let rel = if dir_path.is_empty() { c".".to_owned() } else { self.cstring(dir_path)? };
+        let fd = if let Ok(fd) = fs::open_dir_beneath(self.root, &rel, false) {
+            fd
+        } else {
+            {
+                // Creates the directory (and its parents) when the tar did not list it first,
+                // or names the symlink or file in the way.
+                self.walk(dir_path, true)?;
+                fs::open_dir_beneath(self.root, &rel, false).map_err(self.io("opening opaque directory"))?
+            }
+        };
+        fs::fsetxattr(fd.as_fd(), c"trusted.overlay.opaque", b"y").map_err(self.io("setting trusted.overlay.opaque"))
+    }
+
+    /// Sets directory mtimes last, now that no entry below them will change them. A directory
+    /// replaced by a later entry (now a symlink or file, or gone) is skipped.
+    fn finish(&mut self) -> Result<(), ExtractError> {
+        self.cached_parent = None;
+        for (path, mtime) in std::mem::take(&mut self.dir_times) {
+            let rel: Cow<'_, CStr> = if path.is_empty() {
+                Cow::Borrowed(c".")
+            } else {
+                match CString::new(path) {
+                    Ok(c) => Cow::Owned(c),
+                    Err(_) => continue,
+                }
+            };
+            let Ok(fd) = fs::open_dir_beneath(self.root, &rel, false) else {
+                continue;
+            };
+            fs::set_times_fd(fd.as_fd(), mtime, mtime).map_err(|source| ExtractError::Io {
+                entry: rel.to_string_lossy().into_owned(),
+                op: "setting directory times",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Normalises a tar entry name into `out` (`a/b/c`: no leading `/`, no empty or `.` components,
+/// `..` folded lexically). Returns false when `..` climbs above the root.
+pub(crate) fn normalise(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    for comp in raw.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                if out.is_empty() {
+                    return false;
+                }
+                let cut = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                out.truncate(cut);
+            }
+            _ => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(comp);
+            }
+        }
+    }
+    true
+}
+
+/// Parses a PAX time, `[-]seconds[.fraction]`.
+fn parse_pax_time(value: &str) -> Option<Timestamp> {
+    let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+    let mut sec: i64 = secs.parse().ok()?;
+    let digits: String = frac.chars().take(9).collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nsec: u32 = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse().ok()?
+    };
+    if secs.starts_with('-') && nsec > 0 {
+        sec -= 1;
+        nsec = 1_000_000_000 - nsec;
+    }
+    Some(Timestamp { sec, nsec })
+}

@@ -1,0 +1,163 @@
+//! overlay2, laid out as Docker's driver: `overlay2/<id>/diff` holds a layer's files,
+//! `overlay2/<id>/link` names its short link, and `overlay2/l/<short>` -> `../<id>/diff` keeps
+//! lowerdir strings short. `overlay2/empty` is an empty bottom layer so that a single-layer
+//! image still gets a real overlay mount (overlayfs needs two lowers without an upper), which
+//! hides any whiteouts the layer carries, as Docker's mount would.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use super::{Driver, DriverError, PlacedLayer, ensure_dir, io_err, sync_dir};
+use crate::ids::CacheId;
+use crate::mounts::MountSpec;
+
+const LINK_DIR: &str = "l";
+const EMPTY_DIR: &str = "empty";
+
+#[derive(Debug)]
+pub struct Overlay2 {
+    home: PathBuf,
+}
+
+impl Overlay2 {
+    /// Uses (creating) `<root>/overlay2`.
+    pub fn new(root: &Path) -> Result<Self, DriverError> {
+        let home = root.join("overlay2");
+        ensure_dir(&home.join(LINK_DIR))?;
+        ensure_dir(&home.join(EMPTY_DIR))?;
+        Ok(Self { home })
+    }
+
+    fn layer_dir(&self, id: CacheId) -> PathBuf {
+        self.home.join(id.hex())
+    }
+}
+
+/// 26 characters of `[A-Z0-9]`, like Docker's short ids, from the cache id's bytes.
+fn short_link_for(id: CacheId, attempt: u8) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let bytes = id.as_bytes();
+    (0..26)
+        .map(|i| {
+            let b = bytes[i] ^ attempt.wrapping_mul(31).wrapping_add(u8::try_from(i).unwrap_or(0));
+            char::from(ALPHABET[usize::from(b & 31)])
+        })
+        .collect()
+}
+
+impl Driver for Overlay2 {
+    fn name(&self) -> &'static str {
+        "overlay2"
+    }
+
+    fn create_layer(&self, id: CacheId, _parent: Option<CacheId>, staged: &Path) -> Result<PlacedLayer, DriverError> {
+        let dir = self.layer_dir(id);
+        ensure_dir(&dir)?;
+        let diff = dir.join("diff");
+        std::fs::rename(staged, &diff).map_err(io_err("moving staged layer to", &diff))?;
+        let links = self.home.join(LINK_DIR);
+        let mut attempt = 0u8;
+        let short = loop {
+            let short = short_link_for(id, attempt);
+            match symlink(Path::new("..").join(id.hex()).join("diff"), links.join(&short)) {
+                Ok(()) => break short,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(io_err("creating short link in", &links)(e));
+                }
+            }
+        };
+        std::fs::write(dir.join("link"), &short).map_err(io_err("writing", &dir.join("link")))?;
+        sync_dir(&links)?;
+        sync_dir(&dir)?;
+        sync_dir(&self.home)?;
+        Ok(PlacedLayer { short_link: short })
+    }
+
+    fn remove_layer(&self, id: CacheId, short_link: &str) -> Result<(), DriverError> {
+        if !short_link.is_empty() {
+            let link = self.home.join(LINK_DIR).join(short_link);
+            match std::fs::remove_file(&link) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("removing", &link)(e)),
+                _ => {}
+            }
+        }
+        remove_tree(&self.layer_dir(id))
+    }
+
+    fn diff_dir(&self, id: CacheId) -> PathBuf {
+        self.layer_dir(id).join("diff")
+    }
+
+    fn view(&self, chain: &[(CacheId, String)]) -> MountSpec {
+        let mut lower: Vec<PathBuf> = chain.iter().rev().map(|(_, short)| Path::new(LINK_DIR).join(short)).collect();
+        if lower.len() < 2 {
+            lower.push(PathBuf::from(EMPTY_DIR));
+        }
+        MountSpec::Overlay { base: self.home.clone(), lower, upper: None }
+    }
+
+    fn stored_ids(&self) -> Result<Vec<String>, DriverError> {
+        list_names(&self.home, &[LINK_DIR, EMPTY_DIR])
+    }
+
+    fn remove_orphan(&self, name: &str) -> Result<(), DriverError> {
+        let dir = self.home.join(name);
+        if let Ok(short) = std::fs::read_to_string(dir.join("link")) {
+            let short = short.trim();
+            if !short.is_empty() && !short.contains('/') {
+                let _ = std::fs::remove_file(self.home.join(LINK_DIR).join(short));
+            }
+        }
+        remove_tree(&dir)
+    }
+}
+
+/// Directory entry names of `dir`, except `skip`.
+pub(super) fn list_names(dir: &Path, skip: &[&str]) -> Result<Vec<String>, DriverError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err("listing", dir))? {
+        let entry = entry.map_err(io_err("listing", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !skip.contains(&name.as_str()) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// `rm -rf` that treats a missing directory as done.
+pub(super) fn remove_tree(dir: &Path) -> Result<(), DriverError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_links_are_26_uppercase_alphanumerics() {
+        let id = CacheId::random();
+        let s = short_link_for(id, 0);
+        assert_eq!(s.len(), 26);
+        assert!(s.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        assert_ne!(s, short_link_for(id, 1));
+    }
+
+    #[test]
+    fn view_lists_lowers_top_first_and_pads_a_single_layer() {
+        let d = Overlay2 { home: "/s/overlay2".into() };
+        let a = (CacheId::random(), "AAA".to_string());
+        let b = (CacheId::random(), "BBB".to_string());
+        let MountSpec::Overlay { lower, upper, base } = d.view(&[a.clone(), b]) else { panic!() };
+        assert_eq!(lower, vec![PathBuf::from("l/BBB"), PathBuf::from("l/AAA")]);
+        assert_eq!(base, PathBuf::from("/s/overlay2"));
+        assert!(upper.is_none());
+        let MountSpec::Overlay { lower, .. } = d.view(&[a]) else { panic!() };
+        assert_eq!(lower, vec![PathBuf::from("l/AAA"), PathBuf::from("empty")]);
+    }
+}

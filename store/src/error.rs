@@ -1,0 +1,96 @@
+//! One error enum per kind of operation, all converting into the crate [`Error`]. Each says
+//! what state the store is in after it (in the docs of the functions that return it).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::archive::{ArchiveError, ExportError};
+use crate::driver::DriverError;
+use crate::ids::IdError;
+use crate::meta::MetaError;
+use crate::mounts::MountError;
+
+/// Opening a store failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("store root {path}: {source}")]
+    Root { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// An import was refused or failed. The store is as it was before: no records, no directories.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("image {0} has no layers")]
+    NoLayers(String),
+    #[error("image {image} has {layers} layers; overlayfs stacks at most {max}")]
+    TooManyLayers { image: String, layers: usize, max: usize },
+    #[error("staging import in {path}: {source}")]
+    Staging { path: PathBuf, source: io::Error },
+}
+
+/// What kind of failure an [`Error`] is, for callers that map errors to responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    InUse,
+    Invalid,
+    Internal,
+}
+
+/// Any store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("no such {kind}: {name}")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error("{context} {path}: {source}")]
+    Io { context: &'static str, path: PathBuf, source: io::Error },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::InUse(_) => ErrorKind::InUse,
+            Error::Invalid(_) | Error::Id(_) => ErrorKind::Invalid,
+            Error::Import(ImportError::Archive(_) | ImportError::NoLayers(_) | ImportError::TooManyLayers { .. }) => {
+                ErrorKind::Invalid
+            }
+            Error::Mount(MountError::TooManyLayers(_) | MountError::OptionsTooLong { .. }) => ErrorKind::Invalid,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { context, path, source }
+    }
+}

@@ -1,0 +1,58 @@
+//! Schema versions and the migrations between them, run at open inside one write transaction
+//! so a crash mid-migration leaves the old schema intact.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::{BLOB_KEYS, CONTAINERS, IMAGES, LAYERS, META, MetaError, TAGS, VOLUMES};
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const VERSION_KEY: &str = "schema_version";
+
+/// `MIGRATIONS[n]` moves a database from version `n` to `n + 1`. Version 0 is a new, empty file.
+const MIGRATIONS: [fn(&WriteTransaction) -> Result<(), MetaError>; SCHEMA_VERSION as usize] =
+    [create_v1_tables];
+
+fn create_v1_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
+    txn.open_table(LAYERS)?;
+    txn.open_table(IMAGES)?;
+    txn.open_table(TAGS)?;
+    txn.open_table(BLOB_KEYS)?;
+    txn.open_table(CONTAINERS)?;
+    txn.open_table(VOLUMES)?;
+    Ok(())
+}
+
+pub(super) fn migrate(db: &redb::Database, path: &str) -> Result<(), MetaError> {
+    let txn = db.begin_write()?;
+    let found = {
+        let meta = txn.open_table(META)?;
+        meta.get(VERSION_KEY)?.map_or(0, |v| v.value())
+    };
+    if found > SCHEMA_VERSION {
+        return Err(MetaError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(usize::MAX)) {
+        step(&txn)?;
+        tracing::info!(database = path, from, to = from + 1, "migrated schema");
+    }
+    txn.open_table(META)?.insert(VERSION_KEY, SCHEMA_VERSION)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Test-only: pretend a newer strata wrote this database.
+#[cfg(test)]
+pub(super) fn set_version(db: &redb::Database, version: u64) {
+    let txn = db.begin_write().unwrap();
+    txn.open_table(META).unwrap().insert(VERSION_KEY, version).unwrap();
+    txn.commit().unwrap();
+}

@@ -1,0 +1,185 @@
+//! Golden bytes pin the on-disk encoding of every record: if one of these fails, a field was
+//! added, removed, reordered or retyped, and databases written by earlier builds would no longer
+//! decode. Bump `SCHEMA_VERSION`, write a migration, then update the bytes.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::ids::CacheId;
+
+fn d(byte: u8) -> Digest {
+    Digest::from_bytes([byte; 32])
+}
+
+fn hexs(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
+fn layer() -> LayerRecord {
+    LayerRecord {
+        chain_id: ChainId(d(1)),
+        diff_id: DiffId(d(2)),
+        parent: Some(ChainId(d(3))),
+        cache_id: format!("{}", "ab".repeat(32)).parse::<CacheId>().unwrap(),
+        short_link: "ABCDEFGHIJKLMNOPQRSTUVWXYZ".into(),
+        size: 300,
+        tar_bytes: 10240,
+        files: 7,
+        image_users: 2,
+        created: 1_700_000_000,
+    }
+}
+
+fn image() -> ImageRecord {
+    ImageRecord {
+        id: ImageId(d(4)),
+        config: ImageConfigRecord {
+            os: Some("linux".into()),
+            architecture: Some("amd64".into()),
+            created: None,
+            author: None,
+            env: vec!["A=1".into()],
+            entrypoint: None,
+            cmd: Some(vec!["sh".into()]),
+            working_dir: Some("/".into()),
+            user: None,
+            labels: BTreeMap::from([("k".into(), "v".into())]),
+        },
+        config_json: b"{}".to_vec(),
+        diff_ids: vec![DiffId(d(2))],
+        chain: vec![ChainId(d(2))],
+        tags: vec!["a:b".parse().unwrap()],
+        size: 300,
+        imported: 1_700_000_001,
+        view_mounts: 0,
+        container_users: 1,
+    }
+}
+
+#[test]
+fn layer_record_encoding_is_stable() {
+    let bytes = codec::encode(&layer());
+    let golden = format!(
+        "01{}{}01{}{}1a{}{}",
+        "01".repeat(32),
+        "02".repeat(32),
+        "03".repeat(32),
+        "ab".repeat(32),
+        hexs(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+        "fb2c01fb00280702fc00f15365"
+    );
+    assert_eq!(hexs(&bytes), golden);
+    assert_eq!(codec::decode::<LayerRecord>(&bytes).unwrap(), layer());
+}
+
+#[test]
+fn image_record_encoding_is_stable() {
+    let bytes = codec::encode(&image());
+    let golden = [
+        "01".to_owned(),                       // format byte
+        "04".repeat(32),                       // id
+        "01056c696e7578".to_owned(),           // os: Some("linux")
+        "0105616d643634".to_owned(),           // architecture: Some("amd64")
+        "0000".to_owned(),                     // created, author: None
+        "0103413d31".to_owned(),               // env: ["A=1"]
+        "00".to_owned(),                       // entrypoint: None
+        "0101027368".to_owned(),               // cmd: Some(["sh"])
+        "01012f".to_owned(),                   // working_dir: Some("/")
+        "00".to_owned(),                       // user: None
+        "01016b0176".to_owned(),               // labels: {k: v}
+        "027b7d".to_owned(),                   // config_json: b"{}"
+        format!("01{}", "02".repeat(32)),      // diff_ids
+        format!("01{}", "02".repeat(32)),      // chain
+        "01016101".to_owned() + "62",          // tags: [a:b]
+        "fb2c01".to_owned(),                   // size 300
+        "fc01f15365".to_owned(),               // imported
+        "0001".to_owned(),                     // view_mounts, container_users
+    ]
+    .concat();
+    assert_eq!(hexs(&bytes), golden, "image record encoding changed");
+    assert_eq!(codec::decode::<ImageRecord>(&bytes).unwrap(), image());
+}
+
+#[test]
+fn container_and_volume_encodings_are_stable() {
+    let c = ContainerRecord {
+        id: "cd".repeat(32).parse().unwrap(),
+        name: "web".into(),
+        image: ImageId(d(5)),
+        created: 5,
+    };
+    let v = VolumeRecord { name: "data".into(), labels: BTreeMap::new(), created: 6, users: 0 };
+    assert_eq!(
+        hexs(&codec::encode(&c)),
+        format!("01{}03{}{}05", "cd".repeat(32), hexs(b"web"), "05".repeat(32))
+    );
+    assert_eq!(hexs(&codec::encode(&v)), format!("0104{}000600", hexs(b"data")));
+    assert_eq!(codec::decode::<ContainerRecord>(&codec::encode(&c)).unwrap(), c);
+    assert_eq!(codec::decode::<VolumeRecord>(&codec::encode(&v)).unwrap(), v);
+}
+
+#[test]
+fn decode_refuses_unknown_format_and_trailing_bytes() {
+    let mut bytes = codec::encode(&layer());
+    bytes[0] = 9;
+    assert!(matches!(codec::decode::<LayerRecord>(&bytes), Err(CodecError::UnknownFormat(9))));
+    let mut bytes = codec::encode(&layer());
+    bytes.push(0);
+    assert!(matches!(codec::decode::<LayerRecord>(&bytes), Err(CodecError::Corrupt(_))));
+    assert!(matches!(codec::decode::<LayerRecord>(&[]), Err(CodecError::Empty)));
+}
+
+#[test]
+fn records_round_trip_through_a_real_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    {
+        let db = MetaDb::open(&path).unwrap();
+        let w = db.write().unwrap();
+        w.put_layer(&layer()).unwrap();
+        w.put_image(&image()).unwrap();
+        w.put_tag(&"a:b".parse().unwrap(), &ImageId(d(4))).unwrap();
+        w.put_blob_key(&d(9), &DiffId(d(2))).unwrap();
+        w.commit().unwrap();
+    }
+    let db = MetaDb::open(&path).unwrap();
+    let r = db.read().unwrap();
+    assert_eq!(r.layer(&ChainId(d(1))).unwrap(), Some(layer()));
+    assert_eq!(r.image(&ImageId(d(4))).unwrap(), Some(image()));
+    assert_eq!(r.tag(&"a:b".parse().unwrap()).unwrap(), Some(ImageId(d(4))));
+    assert_eq!(r.blob_key(&d(9)).unwrap(), Some(DiffId(d(2))));
+    assert_eq!(r.layers().unwrap().len(), 1);
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let _first = MetaDb::open(&path).unwrap();
+    let err = MetaDb::open(&path).unwrap_err();
+    assert!(matches!(err, MetaError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("another stratad"), "{err}");
+}
+
+#[test]
+fn a_database_from_a_newer_schema_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    {
+        let db = MetaDb::open(&path).unwrap();
+        schema::set_version(&db.db, SCHEMA_VERSION + 1);
+    }
+    let err = MetaDb::open(&path).unwrap_err();
+    assert!(matches!(err, MetaError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
+    assert!(err.to_string().contains("upgrade strata"));
+}
+
+#[test]
+fn a_fresh_database_is_migrated_to_the_current_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let db = MetaDb::open(&path).unwrap();
+    let r = db.read().unwrap();
+    assert!(r.layers().unwrap().is_empty());
+    assert!(r.volumes().unwrap().is_empty());
+}

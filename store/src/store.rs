@@ -1,0 +1,179 @@
+//! The store: a root directory holding `meta.redb`, a driver home and `tmp/`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::driver::{self, Driver};
+use crate::error::{Error, OpenError};
+use crate::meta::{MetaDb, Reads, SCHEMA_VERSION};
+use crate::mounts;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub root: PathBuf,
+    /// `overlay2` (default) or `vfs`.
+    pub driver: String,
+}
+
+impl StoreOptions {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into(), driver: "overlay2".into() }
+    }
+}
+
+/// What start-up reconcile found and did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub removed_tmp: Vec<PathBuf>,
+    pub removed_orphans: Vec<String>,
+    pub unmounted_stale: Vec<PathBuf>,
+    pub reset_views: Vec<String>,
+}
+
+/// An open store. Shareable across threads; write operations serialise on redb's write lock.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) root: PathBuf,
+    pub(crate) db: MetaDb,
+    pub(crate) driver: Box<dyn Driver>,
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Store {
+    /// Opens the store at `opts.root` (creating it), migrates the database, and reconciles the
+    /// directories with the records (see [`ReconcileReport`]). Fails with
+    /// [`crate::meta::MetaError::Locked`] when another process has the database open.
+    pub fn open(opts: &StoreOptions) -> Result<(Self, ReconcileReport), Error> {
+        let root = &opts.root;
+        for dir in [root.clone(), root.join("tmp"), root.join("views")] {
+            driver::ensure_dir(&dir).map_err(OpenError::from)?;
+        }
+        let root = root.canonicalize().map_err(|source| OpenError::Root { path: root.clone(), source })?;
+        let db = MetaDb::open(&root.join("meta.redb")).map_err(OpenError::from)?;
+        let driver = driver::by_name(&opts.driver, &root).map_err(OpenError::from)?;
+        let store = Self { root, db, driver };
+        let report = store.reconcile()?;
+        Ok((store, report))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn driver_name(&self) -> &'static str {
+        self.driver.name()
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub(crate) fn views_dir(&self) -> PathBuf {
+        self.root.join("views")
+    }
+
+    /// The database is the truth: empty `tmp/`, unmount what no record wants mounted, and
+    /// remove driver directories that no record names.
+    fn reconcile(&self) -> Result<ReconcileReport, Error> {
+        let mut report = ReconcileReport::default();
+        let tmp = self.tmp_dir();
+        for entry in std::fs::read_dir(&tmp).map_err(Error::io("listing", &tmp))? {
+            let path = entry.map_err(Error::io("listing", &tmp))?.path();
+            if mounts::mounts_under(&path).map_err(Error::io("reading mountinfo for", &path))?.is_empty() {
+                let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                removed.map_err(Error::io("removing", &path))?;
+                tracing::info!(path = %path.display(), "removed leftover staging");
+                report.removed_tmp.push(path);
+            }
+        }
+
+        let views = self.views_dir();
+        let mounted: HashSet<PathBuf> =
+            mounts::mounts_under(&views).map_err(Error::io("reading mountinfo for", &views))?.into_iter().collect();
+        let txn = self.db.write()?;
+        let mut wanted = HashSet::new();
+        for mut image in txn.images()? {
+            if image.view_mounts == 0 {
+                continue;
+            }
+            let path = views.join(image.id.0.hex());
+            if mounted.contains(&path) {
+                wanted.insert(path);
+            } else {
+                tracing::info!(image = %image.id, "view was mounted before a restart; resetting its mount count");
+                report.reset_views.push(image.id.to_string());
+                image.view_mounts = 0;
+                txn.put_image(&image)?;
+            }
+        }
+        let layers = txn.layers()?;
+        txn.commit()?;
+        for path in mounted.difference(&wanted) {
+            mounts::unmount(path)?;
+            tracing::info!(path = %path.display(), "unmounted stale view");
+            report.unmounted_stale.push(path.clone());
+        }
+        for entry in std::fs::read_dir(&views).map_err(Error::io("listing", &views))? {
+            let path = entry.map_err(Error::io("listing", &views))?.path();
+            if !wanted.contains(&path) {
+                std::fs::remove_dir(&path).map_err(Error::io("removing", &path))?;
+            }
+        }
+
+        let known: HashSet<String> = layers.iter().map(|l| l.cache_id.hex()).collect();
+        for name in self.driver.stored_ids()? {
+            if !known.contains(&name) {
+                self.driver.remove_orphan(&name)?;
+                tracing::info!(driver = self.driver.name(), dir = %name, "removed orphan directory");
+                report.removed_orphans.push(name);
+            }
+        }
+        Ok(report)
+    }
+
+    /// A summary for `system info`.
+    pub fn info(&self) -> Result<StoreInfo, Error> {
+        let r = self.db.read()?;
+        let fs = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| Error::io("statvfs", &self.root)(e.into()))?;
+        let frsize = fs.fragment_size();
+        Ok(StoreInfo {
+            root: self.root.clone(),
+            driver: self.driver.name().to_owned(),
+            overlay_mount_api: mounts::overlay_api_name().to_owned(),
+            schema_version: SCHEMA_VERSION,
+            layers: r.layers()?.len(),
+            images: r.images()?.len(),
+            containers: r.containers()?.len(),
+            volumes: r.volumes()?.len(),
+            fs_size_bytes: fs.blocks() * frsize,
+            fs_avail_bytes: fs.blocks_available() * frsize,
+            fs_files: fs.files(),
+            fs_files_free: fs.files_available(),
+        })
+    }
+}
+
+/// `system info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreInfo {
+    pub root: PathBuf,
+    pub driver: String,
+    pub overlay_mount_api: String,
+    pub schema_version: u64,
+    pub layers: usize,
+    pub images: usize,
+    pub containers: usize,
+    pub volumes: usize,
+    pub fs_size_bytes: u64,
+    pub fs_avail_bytes: u64,
+    pub fs_files: u64,
+    pub fs_files_free: u64,
+}

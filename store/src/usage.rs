@@ -1,0 +1,55 @@
+//! `system df`: disk usage from stored sizes, O(records).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::ids::ChainId;
+use crate::image::ImageSummary;
+use crate::meta::Reads;
+use crate::store::Store;
+
+/// Totals per kind, like `docker system df`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskUsage {
+    pub images: usize,
+    pub images_active: usize,
+    /// Bytes on disk for all layers, each stored once.
+    pub layers_size: u64,
+    /// Bytes of layers no container uses and no view mounts (what `image rm` could free).
+    pub reclaimable: u64,
+    pub layers: usize,
+    pub containers: usize,
+    pub volumes: usize,
+    /// Per image, with shared and unique bytes (`-v`).
+    pub image_details: Vec<ImageSummary>,
+}
+
+impl Store {
+    pub fn disk_usage(&self) -> Result<DiskUsage, Error> {
+        let images = self.list_images()?;
+        let r = self.db.read()?;
+        let layers: HashMap<ChainId, u64> = r.layers()?.into_iter().map(|l| (l.chain_id, l.size)).collect();
+        let mut active_layers = std::collections::HashSet::new();
+        let mut images_active = 0;
+        for img in r.images()? {
+            if img.container_users > 0 || img.view_mounts > 0 {
+                images_active += 1;
+                active_layers.extend(img.chain);
+            }
+        }
+        let layers_size = layers.values().sum();
+        let active: u64 = active_layers.iter().filter_map(|c| layers.get(c)).sum();
+        Ok(DiskUsage {
+            images: images.len(),
+            images_active,
+            layers_size,
+            reclaimable: layers_size - active,
+            layers: layers.len(),
+            containers: r.containers()?.len(),
+            volumes: r.volumes()?.len(),
+            image_details: images,
+        })
+    }
+}

@@ -1,0 +1,384 @@
+//! `cargo xtask bench import`: how close `strata image import` comes to the disk's practical
+//! limit (`tar -x` of the same layers) and how it compares with `docker load`.
+//!
+//! Page caches cannot be dropped reliably on a shared machine, so each measurement runs
+//! `--runs` times, alternating between tools so none always runs on a warm cache, with a
+//! `sync` before each timed step; medians are reported.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use strata_testkit::{Dockerd, ImageBuilder, Stratad};
+
+use crate::{cargo, run_checked, workspace_root};
+
+const TAG: &str = "strata-bench/import:latest";
+
+#[derive(Debug)]
+pub(crate) struct Options {
+    size_mib: u64,
+    runs: usize,
+    dir: PathBuf,
+    strata: bool,
+    docker: bool,
+}
+
+impl Options {
+    pub(crate) fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            size_mib: 1024,
+            runs: 3,
+            dir: workspace_root().join("target/bench-import"),
+            strata: true,
+            docker: true,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--size-mib" => options.size_mib = value()?.parse().context("--size-mib")?,
+                "--runs" => options.runs = value()?.parse().context("--runs")?,
+                "--dir" => options.dir = PathBuf::from(value()?),
+                "--skip-strata" => options.strata = false,
+                "--skip-docker" => options.docker = false,
+                other => bail!("unknown option {other}"),
+            }
+        }
+        if options.runs == 0 || options.size_mib == 0 {
+            bail!("--runs and --size-mib must be positive");
+        }
+        Ok(options)
+    }
+}
+
+/// Builds `stratad` and `strata` in release; returns their paths.
+pub(crate) fn build_release_binaries() -> Result<(PathBuf, PathBuf)> {
+    run_checked(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "strata-daemon",
+        "--bin",
+        "stratad",
+        "--bin",
+        "strata",
+    ]))?;
+    let dir = workspace_root().join("target/release");
+    Ok((dir.join("stratad"), dir.join("strata")))
+}
+
+/// Deterministic generator (xorshift64*): the same seed gives the same image on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// Content of one layer.
+enum LayerPlan {
+    /// `count` files of 1–64 KiB spread over `dirs` directories.
+    SmallFiles { count: u64, dirs: u64 },
+    /// Files of the given sizes.
+    LargeFiles(Vec<u64>),
+}
+
+/// Five layers of about `size_mib` MiB in total: three of tens of thousands of small files
+/// (at full size), two of a few large files.
+fn plan(size_mib: u64) -> Vec<LayerPlan> {
+    let mib = 1u64 << 20;
+    let total = size_mib * mib;
+    // Small files average 32.5 KiB; 40 % of the bytes go to them.
+    let small_files = (total * 2 / 5) / (65 * 512);
+    let per_layer = (small_files / 3).max(1);
+    let large = total * 3 / 5;
+    vec![
+        LayerPlan::SmallFiles {
+            count: per_layer,
+            dirs: 64,
+        },
+        LayerPlan::LargeFiles(vec![large / 3]),
+        LayerPlan::SmallFiles {
+            count: per_layer,
+            dirs: 256,
+        },
+        LayerPlan::LargeFiles(vec![large / 3, large / 6, large / 6]),
+        LayerPlan::SmallFiles {
+            count: per_layer,
+            dirs: 16,
+        },
+    ]
+}
+
+fn write_layer(path: &Path, index: usize, plan: &LayerPlan, rng: &mut Rng) -> Result<u64> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+    let header_for = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(size);
+        h
+    };
+    let top = format!("layer{index}");
+    let mut dir_header = header_for(tar::EntryType::Directory, 0o755, 0);
+    builder.append_data(&mut dir_header, format!("{top}/"), std::io::empty())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    match plan {
+        LayerPlan::SmallFiles { count, dirs } => {
+            for d in 0..*dirs {
+                let mut h = header_for(tar::EntryType::Directory, 0o755, 0);
+                builder.append_data(&mut h, format!("{top}/d{d:04}/"), std::io::empty())?;
+            }
+            for i in 0..*count {
+                let size = 1024 + rng.below(63 * 1024 + 1);
+                let size_usize = usize::try_from(size).expect("below 64 KiB");
+                rng.fill(&mut buf[..size_usize]);
+                let mut h = header_for(tar::EntryType::Regular, 0o644, size);
+                let name = format!("{top}/d{:04}/f{i:06}", i % dirs);
+                builder.append_data(&mut h, name, &buf[..size_usize])?;
+            }
+        }
+        LayerPlan::LargeFiles(sizes) => {
+            for (i, &size) in sizes.iter().enumerate() {
+                let mut h = header_for(tar::EntryType::Regular, 0o644, size);
+                let reader = RandomReader { rng, left: size };
+                builder.append_data(&mut h, format!("{top}/large{i}.bin"), reader)?;
+            }
+        }
+    }
+    let mut out = builder.into_inner()?;
+    out.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+struct RandomReader<'a> {
+    rng: &'a mut Rng,
+    left: u64,
+}
+
+impl std::io::Read for RandomReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = usize::try_from(self.left.min(buf.len() as u64)).unwrap_or(buf.len());
+        self.rng.fill(&mut buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn sync() {
+    let _ = Command::new("sync").status();
+}
+
+fn timed(what: &str, f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    sync();
+    let start = Instant::now();
+    f().with_context(|| what.to_owned())?;
+    let elapsed = start.elapsed();
+    eprintln!("  {what}: {:.2} s", elapsed.as_secs_f64());
+    Ok(elapsed)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[derive(Default)]
+struct Samples {
+    tar: Vec<Duration>,
+    strata: Vec<Duration>,
+    strata_again: Vec<Duration>,
+    docker: Vec<Duration>,
+}
+
+/// Writes the layer tars and the docker-save archive into `work`; returns the layer paths, the
+/// archive path and the MiB of layer tars.
+fn generate(size_mib: u64, work: &Path) -> Result<(Vec<PathBuf>, PathBuf, f64)> {
+    eprintln!("generating a ~{} MiB image in {}", size_mib, work.display());
+    let mut rng = Rng(0x5354_5241_5441_0001); // "STRATA" + 1: fixed seed.
+    let mut layer_paths = Vec::new();
+    let mut layer_bytes = 0;
+    for (i, layer) in plan(size_mib).iter().enumerate() {
+        let path = work.join(format!("layer{i}.tar"));
+        layer_bytes += write_layer(&path, i, layer, &mut rng)?;
+        layer_paths.push(path);
+    }
+    let archive = work.join("image.tar");
+    let image = ImageBuilder::new(Vec::new(), &[TAG]);
+    let paths: Vec<&Path> = layer_paths.iter().map(PathBuf::as_path).collect();
+    image
+        .write_docker_save_legacy_from_files(&paths, BufWriter::new(File::create(&archive)?))
+        .context("writing the docker-save archive")?;
+    // KiB fit in u32 up to 4 TiB, and f64 holds u32 exactly.
+    let mib = f64::from(u32::try_from(layer_bytes >> 10).unwrap_or(u32::MAX)) / 1024.0;
+    eprintln!(
+        "image: {} layers, {mib:.0} MiB of layer tars",
+        layer_paths.len()
+    );
+
+    Ok((layer_paths, archive, mib))
+}
+
+pub(crate) fn import(options: &Options) -> Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the import benchmark needs root (overlay, file owners, dockerd)");
+    }
+    let binaries = if options.strata {
+        Some(build_release_binaries()?)
+    } else {
+        None
+    };
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("creating {}", options.dir.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("run")
+        .tempdir_in(&options.dir)
+        .context("creating the work directory")?;
+
+    let (layer_paths, archive, mib) = generate(options.size_mib, work.path())?;
+
+    let mut samples = Samples::default();
+    for run in 0..options.runs {
+        eprintln!("run {}/{}", run + 1, options.runs);
+        let dest = work.path().join("extract");
+        samples.tar.push(timed("tar -x of every layer", || {
+            for (i, layer) in layer_paths.iter().enumerate() {
+                let into = dest.join(i.to_string());
+                std::fs::create_dir_all(&into)?;
+                run_checked(
+                    Command::new("tar")
+                        .arg("-xf")
+                        .arg(layer)
+                        .arg("-C")
+                        .arg(&into),
+                )?;
+            }
+            sync();
+            Ok(())
+        })?);
+        std::fs::remove_dir_all(&dest)?;
+
+        if let Some((stratad, strata)) = &binaries {
+            let daemon = Stratad::start_in(stratad, work.path());
+            let import = |label: &str| {
+                timed(label, || {
+                    let out = daemon.strata(
+                        strata,
+                        &[
+                            std::ffi::OsStr::new("image"),
+                            "import".as_ref(),
+                            "--quiet".as_ref(),
+                            archive.as_os_str(),
+                        ],
+                    );
+                    if !out.status.success() {
+                        bail!(
+                            "strata image import failed: {}\n--- stratad log ---\n{}",
+                            String::from_utf8_lossy(&out.stderr),
+                            daemon.log_tail()
+                        );
+                    }
+                    sync();
+                    Ok(())
+                })
+            };
+            samples
+                .strata
+                .push(import("strata image import (fresh store)")?);
+            samples
+                .strata_again
+                .push(import("strata image import (again, same store)")?);
+        }
+
+        if options.docker {
+            let docker = Dockerd::start();
+            samples
+                .docker
+                .push(timed("docker load (fresh dockerd)", || {
+                    let out = docker
+                        .command()
+                        .arg("load")
+                        .arg("-q")
+                        .arg("-i")
+                        .arg(&archive)
+                        .stdout(Stdio::null())
+                        .output()?;
+                    if !out.status.success() {
+                        bail!(
+                            "docker load failed: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                    sync();
+                    Ok(())
+                })?);
+        }
+    }
+    print_table(&samples, mib);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(samples: &Samples, mib: f64) {
+    let tar = median(samples.tar.clone()).as_secs_f64();
+    let strata = (!samples.strata.is_empty()).then(|| median(samples.strata.clone()).as_secs_f64());
+    let docker = (!samples.docker.is_empty()).then(|| median(samples.docker.clone()).as_secs_f64());
+    println!();
+    println!(
+        "import of {mib:.0} MiB (5 layers), median of {} runs",
+        samples.tar.len()
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>14}",
+        "", "seconds", "MiB/s", "vs tar -x"
+    );
+    let row = |name: &str, secs: f64| {
+        println!(
+            "{name:<40} {secs:>10.2} {:>10.1} {:>13.2}x",
+            mib / secs,
+            tar / secs
+        );
+    };
+    row("tar -x (per layer, fresh dirs)", tar);
+    if let Some(s) = strata {
+        row("strata image import (fresh store)", s);
+    }
+    if !samples.strata_again.is_empty() {
+        row(
+            "strata image import (already stored)",
+            median(samples.strata_again.clone()).as_secs_f64(),
+        );
+    }
+    if let Some(d) = docker {
+        row("docker load (fresh data root)", d);
+    }
+    if let (Some(s), Some(d)) = (strata, docker) {
+        println!(
+            "\nstrata is {:.2}x the speed of docker load; reaches {:.0} % of tar -x",
+            d / s,
+            100.0 * tar / s
+        );
+    }
+}

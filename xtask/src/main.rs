@@ -1,0 +1,165 @@
+//! Strata's developer tasks, run as `cargo xtask <task>`.
+//!
+//! - `test [-- ARGS]`: the project's test command. Checks for root, installs what the tests
+//!   need (docker.io for the parity tests, ...) with apt-get when missing, then runs
+//!   `cargo test --workspace ARGS` and exits with its status.
+//! - `run [-- ARGS]`: builds `stratad` in release and runs it with ARGS.
+//! - `bench import [OPTIONS]`: import throughput of a ~1 GiB image: `tar -x` of its layers (the
+//!   practical limit), `strata image import` into a fresh store, `docker load` into a fresh
+//!   dockerd, and a re-import into a populated store.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test [-- ARGS]        install test prerequisites (as root), then cargo test --workspace ARGS
+  run [-- ARGS]         build stratad (release) and run it with ARGS
+  bench import [OPTS]   import benchmark; OPTS:
+      --size-mib N      approximate image size (default 1024)
+      --runs N          runs per measurement, medians reported (default 3)
+      --dir DIR         work directory, on the disk to measure (default target/bench-import)
+      --skip-strata     measure only tar and docker (e.g. before the daemon works)
+      --skip-docker     measure only tar and strata
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(rest_after_dashes(&args[1..])),
+        Some("run") => run(rest_after_dashes(&args[1..])),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("import") => bench::Options::parse(&args[2..]).and_then(|o| bench::import(&o)),
+            _ => Err(anyhow::anyhow!(
+                "unknown bench; try `bench import`\n\n{USAGE}"
+            )),
+        },
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(anyhow::anyhow!("no such task\n\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Arguments after an optional leading `--`.
+fn rest_after_dashes(args: &[String]) -> &[String] {
+    match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    }
+}
+
+/// The workspace root (xtask's parent directory).
+pub(crate) fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+pub(crate) fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs a command to completion, failing unless it exits 0.
+pub(crate) fn run_checked(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Programs the tests run, and the Debian package providing each.
+const TEST_PREREQUISITES: &[(&str, &str)] = &[
+    // The parity tests and testkit's docker tests start a private dockerd.
+    ("dockerd", "docker.io"),
+    ("docker", "docker.io"),
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    // testkit checks its archives with GNU tar; the benchmark extracts with it.
+    ("tar", "tar"),
+    ("mount", "mount"),
+    ("modprobe", "kmod"),
+];
+
+fn test(args: &[String]) -> Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "the tests need root (overlay mounts, device nodes, file owners, a private dockerd): \
+             run `sudo -E cargo xtask test`"
+        );
+    }
+    ensure_packages(TEST_PREREQUISITES)?;
+    // overlayfs may be a module; loading it is harmless when built in.
+    let _ = Command::new("modprobe").arg("overlay").status();
+    let status = cargo()
+        .args(["test", "--workspace"])
+        .args(args)
+        .status()
+        .context("running cargo test")?;
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// Installs, with one `apt-get update && apt-get install`, the packages of missing programs.
+fn ensure_packages(prerequisites: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = prerequisites
+        .iter()
+        .filter(|(program, _)| strata_testkit::find_program(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run_checked(Command::new("apt-get").arg("update"))?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    for (program, package) in prerequisites {
+        if strata_testkit::find_program(program).is_none() {
+            bail!("{program} still missing after installing {package}");
+        }
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<ExitCode> {
+    let stratad = bench::build_release_binaries()?.0;
+    let status = Command::new(&stratad)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", stratad.display()))?;
+    Ok(exit_code(status))
+}
