@@ -19,9 +19,27 @@ pub enum IdError {
     Reference(String, &'static str),
 }
 
-/// A sha256 content digest, `sha256:<64 hex>`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A sha256 content digest, `sha256:<64 hex>`. JSON shows the string; the database stores
+/// the 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest([u8; 32]);
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.collect_str(self) } else { self.0.serialize(s) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Self)
+        }
+    }
+}
 
 impl Digest {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
@@ -136,8 +154,26 @@ impl ChainId {
 }
 
 /// A random 64-hex identifier naming a directory under `overlay2/` (layers, containers).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// JSON shows the hex; the database stores the 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CacheId([u8; 32]);
+
+impl Serialize for CacheId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.collect_str(self) } else { self.0.serialize(s) }
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Self)
+        }
+    }
+}
 
 impl CacheId {
     /// A fresh random id from the kernel's CSPRNG.
@@ -176,7 +212,8 @@ impl fmt::Debug for CacheId {
 }
 
 /// `repository:tag`, normalised like Docker's familiar names (`ubuntu` means `ubuntu:latest`).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// JSON shows `repo:tag`; the database stores the two strings.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ImageRef {
     repository: String,
     tag: String,
@@ -281,6 +318,33 @@ fn valid_path_component(c: &str) -> bool {
     true
 }
 
+#[derive(Serialize, Deserialize)]
+struct ImageRefParts {
+    repository: String,
+    tag: String,
+}
+
+impl Serialize for ImageRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            ImageRefParts { repository: self.repository.clone(), tag: self.tag.clone() }.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        } else {
+            let p = ImageRefParts::deserialize(d)?;
+            Ok(Self { repository: p.repository, tag: p.tag })
+        }
+    }
+}
+
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.repository, self.tag)
@@ -305,6 +369,16 @@ mod tests {
         assert_eq!(chain[0].0, a.0);
         let expected = Digest::of(format!("{} {}", a, b).as_bytes());
         assert_eq!(chain[1].0, expected);
+    }
+
+    #[test]
+    fn json_shows_ids_as_strings() {
+        let d = Digest::of(b"x");
+        assert_eq!(serde_json::to_string(&DiffId(d)).unwrap(), format!("\"{d}\""));
+        let back: DiffId = serde_json::from_str(&format!("\"{d}\"")).unwrap();
+        assert_eq!(back.0, d);
+        let r: ImageRef = "a/b:c".parse().unwrap();
+        assert_eq!(serde_json::to_string(&r).unwrap(), "\"a/b:c\"");
     }
 
     #[test]

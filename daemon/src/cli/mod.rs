@@ -243,6 +243,7 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
             Ok(())
         }
         ImageCmd::Rm { references, force } => {
+            let single = references.len() == 1;
             let mut failed = 0;
             let mut results = Vec::new();
             for reference in &references {
@@ -262,6 +263,7 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
                         }
                         results.push(v);
                     }
+                    Err(e) if single => return Err(e.into()),
                     Err(e) => {
                         failed += 1;
                         eprintln!("strata: error: {reference}: {e}");

@@ -334,12 +334,13 @@ impl<'r> Applier<'r> {
             entry: self.last_entry.clone(),
             why: format!("bad {what} field: {e}"),
         };
-        let mode = header.mode().map_err(|e| invalid("mode", &e))? & 0o7777;
-        let uid = header.uid().map_err(|e| invalid("uid", &e))?;
-        let gid = header.gid().map_err(|e| invalid("gid", &e))?;
+        let old = header.as_old();
+        let mode = or_zero(header.mode(), &old.mode).map_err(|e| invalid("mode", &e))? & 0o7777;
+        let uid = or_zero(header.uid(), &old.uid).map_err(|e| invalid("uid", &e))?;
+        let gid = or_zero(header.gid(), &old.gid).map_err(|e| invalid("gid", &e))?;
         let uid = u32::try_from(uid).map_err(|e| invalid("uid", &e))?;
         let gid = u32::try_from(gid).map_err(|e| invalid("gid", &e))?;
-        let mtime = header.mtime().map_err(|e| invalid("mtime", &e))?;
+        let mtime = or_zero(header.mtime(), &old.mtime).map_err(|e| invalid("mtime", &e))?;
         let mut mtime = Timestamp {
             sec: i64::try_from(mtime).unwrap_or(i64::MAX),
             nsec: 0,
@@ -826,6 +827,15 @@ pub(crate) fn normalise(raw: &[u8], out: &mut Vec<u8>) -> bool {
         }
     }
     true
+}
+
+/// A numeric header field, where an empty one (all NUL or spaces) reads as 0 as in GNU tar and
+/// Go's `archive/tar`.
+fn or_zero<T: Default>(parsed: io::Result<T>, raw: &[u8]) -> io::Result<T> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(T::default()),
+        other => other,
+    }
 }
 
 /// Parses a PAX time, `[-]seconds[.fraction]`.

@@ -14,3 +14,8 @@ pub use source::{
     ArchiveError, ArchiveImage, BlobKey, ImageConfig, ImportProgress, ImportedArchive, StagedLayer,
     read_image_archive,
 };
+
+#[cfg(test)]
+mod extract_tests;
+#[cfg(test)]
+mod source_tests;
