@@ -17,7 +17,9 @@ use crate::api::ErrorBody;
 /// Why a request did not get a successful answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to stratad at {socket}: {source} (is the daemon running? set --socket or STRATA_SOCKET)")]
+    #[error(
+        "cannot connect to stratad at {socket}: {source} (is the daemon running? set --socket or STRATA_SOCKET)"
+    )]
     Connect { socket: PathBuf, source: io::Error },
     #[error("talking to stratad: {0}")]
     Http(#[from] hyper::Error),
@@ -39,6 +41,8 @@ pub struct Client {
     socket: PathBuf,
 }
 
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
 pub fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -46,7 +50,9 @@ pub fn encode_query(value: &str) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
     out
@@ -54,7 +60,9 @@ pub fn encode_query(value: &str) -> String {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Self { socket: socket.into() }
+        Self {
+            socket: socket.into(),
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -62,38 +70,61 @@ impl Client {
     }
 
     /// Sends one request on a fresh connection; returns the response once its status is 2xx.
-    pub async fn send(&self, method: Method, path: &str, body: Body) -> Result<Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect { socket: self.socket.clone(), source })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended");
             }
         });
-        let request = Request::builder().method(method).uri(path).header("host", "stratad").body(body)?;
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "stratad")
+            .body(body)?;
         let response = sender.send_request(request).await?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|b| b.message)
-            .unwrap_or_else(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
+        let message = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
+            |_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+            |b| b.message,
+        );
         Err(ClientError::Api { status, message })
     }
 
     /// A request without a body whose answer is JSON.
-    pub async fn json<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, ClientError> {
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let response = self.send(method, path, empty()).await?;
         let bytes = response.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// A request without a body whose answer is JSON, kept as a JSON value (for `--json`).
-    pub async fn value(&self, method: Method, path: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn value(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<serde_json::Value, ClientError> {
         self.json(method, path).await
     }
 }

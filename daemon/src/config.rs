@@ -30,28 +30,47 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
 }
 
 impl FileConfig {
     /// Reads `path`. A missing file is an error only when the user named it.
     pub fn load(path: &Path, named: bool) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source }),
+            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.into(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read { path: path.into(), source }),
+            Err(source) => Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            }),
         }
     }
 }
 
 impl Config {
     /// Flags win over the file, the file over defaults.
-    pub fn merge(file: FileConfig, root: Option<PathBuf>, socket: Option<PathBuf>, driver: Option<String>) -> Self {
+    pub fn merge(
+        file: FileConfig,
+        root: Option<PathBuf>,
+        socket: Option<PathBuf>,
+        driver: Option<String>,
+    ) -> Self {
         Self {
             root: root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()),
-            socket: socket.or(file.socket).unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            socket: socket
+                .or(file.socket)
+                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
             driver: driver.or(file.driver).unwrap_or_else(|| "overlay2".into()),
             log: file.log.unwrap_or_else(|| "info".into()),
         }
@@ -64,7 +83,8 @@ mod tests {
 
     #[test]
     fn flags_override_file_which_overrides_defaults() {
-        let file: FileConfig = toml::from_str("root = \"/srv/strata\"\nsocket = \"/tmp/s.sock\"\n").unwrap();
+        let file: FileConfig =
+            toml::from_str("root = \"/srv/strata\"\nsocket = \"/tmp/s.sock\"\n").unwrap();
         let c = Config::merge(file.clone(), None, Some("/x.sock".into()), None);
         assert_eq!(c.root, PathBuf::from("/srv/strata"));
         assert_eq!(c.socket, PathBuf::from("/x.sock"));
@@ -79,6 +99,9 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("rot = \"/x\"").is_err());
         let err = FileConfig::load(Path::new("/nonexistent/stratad.toml"), true).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/stratad.toml"));
-        assert_eq!(FileConfig::load(Path::new("/nonexistent/stratad.toml"), false).unwrap(), FileConfig::default());
+        assert_eq!(
+            FileConfig::load(Path::new("/nonexistent/stratad.toml"), false).unwrap(),
+            FileConfig::default()
+        );
     }
 }

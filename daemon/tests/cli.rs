@@ -2,11 +2,18 @@
 //! on disk, real overlay mounts. Guards against a CLI that prints success on failure, a daemon
 //! that dies on bad input, and start-up or shutdown that leaves the socket or database unusable.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with context, like the tests"
+)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use strata_testkit::{Compression, RICH_IMAGE_TAG, Stratad, TreeSnapshot, require_root, rich_image};
+use strata_testkit::{
+    Compression, RICH_IMAGE_TAG, Stratad, TreeSnapshot, require_root, rich_image,
+};
 
 const STRATAD: &str = env!("CARGO_BIN_EXE_stratad");
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
@@ -34,11 +41,22 @@ fn image_lifecycle_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let archive = write_archive(dir.path(), "rich.tar", &rich_image().docker_save_legacy());
     let out = d.strata_ok(STRATA, &["image", "import", archive.to_str().unwrap()]);
-    assert!(out.contains(&format!("Loaded image: {RICH_IMAGE_TAG}")), "{out}");
+    assert!(
+        out.contains(&format!("Loaded image: {RICH_IMAGE_TAG}")),
+        "{out}"
+    );
 
     let ls = d.strata_ok(STRATA, &["image", "ls"]);
     let header = ls.lines().next().unwrap();
-    for col in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED", "UNIQUE"] {
+    for col in [
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "CREATED",
+        "SIZE",
+        "SHARED",
+        "UNIQUE",
+    ] {
         assert!(header.contains(col), "{header}");
     }
     let images = json(&d, &["image", "ls"]);
@@ -51,9 +69,18 @@ fn image_lifecycle_through_the_cli() {
     assert_eq!(inspect["config"]["working_dir"], "/home/user");
     assert_eq!(inspect["config"]["user"], "1000:1000");
     assert_eq!(inspect["config"]["labels"]["org.strata.test"], "rich");
-    assert!(inspect["config"]["env"].as_array().unwrap().iter().any(|e| e == "STRATA_TEST=rich"));
+    assert!(
+        inspect["config"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "STRATA_TEST=rich")
+    );
     let human = d.strata_ok(STRATA, &["image", "inspect", &id[7..19]]);
-    assert!(human.contains("DIFF ID") && human.contains("CHAIN ID"), "{human}");
+    assert!(
+        human.contains("DIFF ID") && human.contains("CHAIN ID"),
+        "{human}"
+    );
 
     d.strata_ok(STRATA, &["image", "tag", RICH_IMAGE_TAG, "copy:v1"]);
     let path = d.strata_ok(STRATA, &["image", "mount", "copy:v1"]);
@@ -77,13 +104,21 @@ fn image_lifecycle_through_the_cli() {
     assert_eq!(layers.as_array().unwrap().len(), 3);
     let top = inspect["layers"][2]["chain_id"].as_str().unwrap();
     let export = dir.path().join("top.tar");
-    d.strata_ok(STRATA, &["layer", "export", top, "-o", export.to_str().unwrap()]);
+    d.strata_ok(
+        STRATA,
+        &["layer", "export", top, "-o", export.to_str().unwrap()],
+    );
     let mut exported = TreeSnapshot::from_tar(std::fs::File::open(&export).unwrap()).unwrap();
     let mut original = TreeSnapshot::from_tar(rich_image().layers[2].as_slice()).unwrap();
     // Whiteouts come back as Docker exports them: empty 0600 files named `.wh.NAME`, with the
     // time of the whiteout device (Docker's overlay2 does not keep the original header).
     let whiteouts = |t: &mut TreeSnapshot| {
-        let names: Vec<String> = t.nodes.keys().filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(".wh."))).cloned().collect();
+        let names: Vec<String> = t
+            .nodes
+            .keys()
+            .filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")))
+            .cloned()
+            .collect();
         for n in &names {
             t.nodes.remove(n);
         }
@@ -91,13 +126,20 @@ fn image_lifecycle_through_the_cli() {
     };
     assert_eq!(whiteouts(&mut original), whiteouts(&mut exported));
     let diff = original.diff(&exported, &[]);
-    assert!(diff.is_empty(), "export differs from the imported layer:\n{}", diff.join("\n"));
+    assert!(
+        diff.is_empty(),
+        "export differs from the imported layer:\n{}",
+        diff.join("\n")
+    );
 
     let info = json(&d, &["system", "info"]);
     assert_eq!(info["driver"], "overlay2");
     assert_eq!(info["images"], 1);
     let df = d.strata_ok(STRATA, &["system", "df", "-v"]);
-    assert!(df.contains("Images space usage") && df.contains("SHARED SIZE"), "{df}");
+    assert!(
+        df.contains("Images space usage") && df.contains("SHARED SIZE"),
+        "{df}"
+    );
 
     let rm = d.strata_ok(STRATA, &["image", "rm", RICH_IMAGE_TAG]);
     assert!(rm.contains("Deleted:"), "{rm}");
@@ -118,7 +160,11 @@ fn import_from_stdin_streams() {
     let archive = rich_image().oci_layout(Compression::Zstd);
     child.stdin.take().unwrap().write_all(&archive).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(json(&d, &["image", "ls"]).as_array().unwrap().len(), 1);
 }
 
@@ -150,7 +196,12 @@ fn errors_are_one_line_with_a_nonzero_exit_and_the_daemon_stays_up() {
 fn a_second_daemon_is_refused_and_shutdown_is_clean() {
     let mut d = start();
     let out = Command::new(STRATAD)
-        .args(["--root", d.root().to_str().unwrap(), "--socket", d.socket().to_str().unwrap()])
+        .args([
+            "--root",
+            d.root().to_str().unwrap(),
+            "--socket",
+            d.socket().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -159,7 +210,12 @@ fn a_second_daemon_is_refused_and_shutdown_is_clean() {
 
     let other_socket = d.socket().with_file_name("other.sock");
     let out = Command::new(STRATAD)
-        .args(["--root", d.root().to_str().unwrap(), "--socket", other_socket.to_str().unwrap()])
+        .args([
+            "--root",
+            d.root().to_str().unwrap(),
+            "--socket",
+            other_socket.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -175,8 +231,15 @@ fn bad_config_files_are_reported_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("stratad.toml");
     std::fs::write(&config, "rooot = \"/x\"\n").unwrap();
-    let out = Command::new(STRATAD).arg("--config").arg(&config).output().unwrap();
+    let out = Command::new(STRATAD)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("stratad.toml") && err.contains("rooot"), "{err}");
+    assert!(
+        err.contains("stratad.toml") && err.contains("rooot"),
+        "{err}"
+    );
 }

@@ -31,7 +31,11 @@ pub enum ImportError {
     #[error("image {0} has no layers")]
     NoLayers(String),
     #[error("image {image} has {layers} layers; overlayfs stacks at most {max}")]
-    TooManyLayers { image: String, layers: usize, max: usize },
+    TooManyLayers {
+        image: String,
+        layers: usize,
+        max: usize,
+    },
     #[error("staging import in {path}: {source}")]
     Staging { path: PathBuf, source: io::Error },
 }
@@ -72,7 +76,11 @@ pub enum Error {
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error("{context} {path}: {source}")]
-    Io { context: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -80,17 +88,29 @@ impl Error {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::InUse(_) => ErrorKind::InUse,
-            Error::Invalid(_) | Error::Id(_) => ErrorKind::Invalid,
-            Error::Import(ImportError::Archive(_) | ImportError::NoLayers(_) | ImportError::TooManyLayers { .. }) => {
+            Error::Invalid(_)
+            | Error::Id(_)
+            | Error::Import(
+                ImportError::Archive(_)
+                | ImportError::NoLayers(_)
+                | ImportError::TooManyLayers { .. },
+            )
+            | Error::Mount(MountError::TooManyLayers(_) | MountError::OptionsTooLong { .. }) => {
                 ErrorKind::Invalid
             }
-            Error::Mount(MountError::TooManyLayers(_) | MountError::OptionsTooLong { .. }) => ErrorKind::Invalid,
             _ => ErrorKind::Internal,
         }
     }
 
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { context, path, source }
+        move |source| Error::Io {
+            context,
+            path,
+            source,
+        }
     }
 }

@@ -26,7 +26,11 @@ pub struct Digest([u8; 32]);
 
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.collect_str(self) } else { self.0.serialize(s) }
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
@@ -57,12 +61,18 @@ impl Digest {
     }
     /// Parses 64 lowercase hex characters without the algorithm prefix.
     pub fn from_hex(s: &str) -> Result<Self, IdError> {
-        parse_hex32(s).map(Self).ok_or_else(|| IdError::Hex(s.to_owned()))
+        parse_hex32(s)
+            .map(Self)
+            .ok_or_else(|| IdError::Hex(s.to_owned()))
     }
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; 32];
@@ -160,7 +170,11 @@ pub struct CacheId([u8; 32]);
 
 impl Serialize for CacheId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.collect_str(self) } else { self.0.serialize(s) }
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
@@ -195,7 +209,9 @@ impl CacheId {
 impl FromStr for CacheId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        parse_hex32(s).map(Self).ok_or_else(|| IdError::Hex(s.to_owned()))
+        parse_hex32(s)
+            .map(Self)
+            .ok_or_else(|| IdError::Hex(s.to_owned()))
     }
 }
 
@@ -261,7 +277,9 @@ impl FromStr for ImageRef {
         let mut components = repo.split('/').peekable();
         let mut first = true;
         while let Some(c) = components.next() {
-            let is_host = first && components.peek().is_some() && (c.contains('.') || c.contains(':') || c == "localhost");
+            let is_host = first
+                && components.peek().is_some()
+                && (c.contains('.') || c.contains(':') || c == "localhost");
             first = false;
             if is_host {
                 let (host, port) = c.split_once(':').unwrap_or((c, "0"));
@@ -270,7 +288,9 @@ impl FromStr for ImageRef {
                     && host.split('.').all(|label| {
                         !label.is_empty()
                             && !label.starts_with('-')
-                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     });
                 if !ok {
                     return Err(bad("invalid registry host"));
@@ -283,7 +303,10 @@ impl FromStr for ImageRef {
                 ));
             }
         }
-        Ok(Self { repository: repo.to_owned(), tag: tag.to_owned() })
+        Ok(Self {
+            repository: repo.to_owned(),
+            tag: tag.to_owned(),
+        })
     }
 }
 
@@ -329,7 +352,11 @@ impl Serialize for ImageRef {
         if s.is_human_readable() {
             s.collect_str(self)
         } else {
-            ImageRefParts { repository: self.repository.clone(), tag: self.tag.clone() }.serialize(s)
+            ImageRefParts {
+                repository: self.repository.clone(),
+                tag: self.tag.clone(),
+            }
+            .serialize(s)
         }
     }
 }
@@ -337,10 +364,15 @@ impl Serialize for ImageRef {
 impl<'de> Deserialize<'de> for ImageRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if d.is_human_readable() {
-            String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            String::deserialize(d)?
+                .parse()
+                .map_err(serde::de::Error::custom)
         } else {
             let p = ImageRefParts::deserialize(d)?;
-            Ok(Self { repository: p.repository, tag: p.tag })
+            Ok(Self {
+                repository: p.repository,
+                tag: p.tag,
+            })
         }
     }
 }
@@ -363,18 +395,25 @@ mod tests {
 
     #[test]
     fn chain_id_matches_docker_definition() {
-        let a: DiffId = "sha256:1111111111111111111111111111111111111111111111111111111111111111".parse().unwrap();
-        let b: DiffId = "sha256:2222222222222222222222222222222222222222222222222222222222222222".parse().unwrap();
+        let a: DiffId = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+            .parse()
+            .unwrap();
+        let b: DiffId = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+            .parse()
+            .unwrap();
         let chain = ChainId::chain(&[a, b]);
         assert_eq!(chain[0].0, a.0);
-        let expected = Digest::of(format!("{} {}", a, b).as_bytes());
+        let expected = Digest::of(format!("{a} {b}").as_bytes());
         assert_eq!(chain[1].0, expected);
     }
 
     #[test]
     fn json_shows_ids_as_strings() {
         let d = Digest::of(b"x");
-        assert_eq!(serde_json::to_string(&DiffId(d)).unwrap(), format!("\"{d}\""));
+        assert_eq!(
+            serde_json::to_string(&DiffId(d)).unwrap(),
+            format!("\"{d}\"")
+        );
         let back: DiffId = serde_json::from_str(&format!("\"{d}\"")).unwrap();
         assert_eq!(back.0, d);
         let r: ImageRef = "a/b:c".parse().unwrap();
@@ -383,7 +422,12 @@ mod tests {
 
     #[test]
     fn digest_rejects_uppercase_short_and_unknown_algorithms() {
-        for bad in ["sha256:ABCD", "sha512:00", "00", &format!("sha256:{}", "A".repeat(64))] {
+        for bad in [
+            "sha256:ABCD",
+            "sha512:00",
+            "00",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }

@@ -92,17 +92,18 @@ struct StagingDir(PathBuf);
 
 impl Drop for StagingDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
+        match std::fs::remove_dir_all(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %self.0.display(), error = %e, "could not remove staging directory");
             }
+            _ => {}
         }
     }
 }
 
 impl Store {
     /// Imports every image in a `docker save` or OCI archive read from `reader`, in one pass.
-    /// Layers already stored (same ChainID) are reused. On error the store is unchanged: no
+    /// Layers already stored (same `ChainID`) are reused. On error the store is unchanged: no
     /// records were committed and every directory this import made is removed.
     pub fn import_images(
         &self,
@@ -110,11 +111,19 @@ impl Store {
         progress: &mut dyn FnMut(&ImportProgress),
     ) -> Result<Vec<ImportedImage>, Error> {
         let staging_path = self.tmp_dir().join(format!("import-{}", CacheId::random()));
-        std::fs::create_dir(&staging_path)
-            .map_err(|source| ImportError::Staging { path: staging_path.clone(), source })?;
+        std::fs::create_dir(&staging_path).map_err(|source| ImportError::Staging {
+            path: staging_path.clone(),
+            source,
+        })?;
         let staging = StagingDir(staging_path);
-        let known = |key: &BlobKey| self.db.read().ok().and_then(|r| r.blob_key(&key.0).ok().flatten());
-        let imported = archive::read_image_archive(reader, &staging.0, &known, progress).map_err(ImportError::from)?;
+        let known = |key: &BlobKey| {
+            self.db
+                .read()
+                .ok()
+                .and_then(|r| r.blob_key(&key.0).ok().flatten())
+        };
+        let imported = archive::read_image_archive(reader, &staging.0, &known, progress)
+            .map_err(ImportError::from)?;
         for image in &imported.images {
             if image.diff_ids.is_empty() {
                 return Err(ImportError::NoLayers(image.id.to_string()).into());
@@ -133,7 +142,13 @@ impl Store {
 
         let txn = self.db.write()?;
         let mut placed: Vec<(CacheId, String)> = Vec::new();
-        let result = self.commit_import(&txn, &imported.images, &imported.layers, &staging.0, &mut placed);
+        let result = self.commit_import(
+            &txn,
+            &imported.images,
+            &imported.layers,
+            &staging.0,
+            &mut placed,
+        );
         let outcome = result.and_then(|out| {
             if !placed.is_empty() {
                 crate::sys::mount::syncfs(&self.root).map_err(Error::io("syncing", &self.root))?;
@@ -159,7 +174,8 @@ impl Store {
         staging: &Path,
         placed: &mut Vec<(CacheId, String)>,
     ) -> Result<Vec<ImportedImage>, Error> {
-        let mut staged: HashMap<DiffId, &StagedLayer> = layers.iter().map(|l| (l.diff_id, l)).collect();
+        let mut staged: HashMap<DiffId, &StagedLayer> =
+            layers.iter().map(|l| (l.diff_id, l)).collect();
         // Staged directories consumed by a rename; a second use of the same diff copies.
         let mut consumed: HashMap<DiffId, CacheId> = HashMap::new();
         let mut out = Vec::new();
@@ -171,18 +187,26 @@ impl Store {
                 let mut size = 0;
                 let mut seen_in_this_image = HashSet::new();
                 for (chain_id, diff_id) in chain.iter().zip(&image.diff_ids) {
-                    let record = match txn.layer(chain_id)? {
-                        Some(mut rec) => {
-                            if seen_in_this_image.insert(*chain_id) {
-                                rec.image_users += 1;
-                            }
-                            rec
+                    let record = if let Some(mut rec) = txn.layer(chain_id)? {
+                        if seen_in_this_image.insert(*chain_id) {
+                            rec.image_users += 1;
                         }
-                        None => {
+                        rec
+                    } else {
+                        {
                             seen_in_this_image.insert(*chain_id);
                             new_layers += 1;
                             let layer = staged.get(diff_id).copied();
-                            let rec = self.place_layer(txn, *chain_id, *diff_id, parent, layer, staging, &mut consumed, placed)?;
+                            let rec = self.place_layer(
+                                txn,
+                                *chain_id,
+                                *diff_id,
+                                parent,
+                                layer,
+                                staging,
+                                &mut consumed,
+                                placed,
+                            )?;
                             consumed.entry(*diff_id).or_insert(rec.cache_id);
                             rec
                         }
@@ -209,7 +233,12 @@ impl Store {
                 retag(txn, tag, image.id)?;
             }
             let layers = image.diff_ids.len();
-            out.push(ImportedImage { id: image.id, tags: image.repo_tags.clone(), layers, new_layers });
+            out.push(ImportedImage {
+                id: image.id,
+                tags: image.repo_tags.clone(),
+                layers,
+                new_layers,
+            });
         }
         for layer in staged.drain().map(|(_, l)| l) {
             for key in &layer.keys {
@@ -235,21 +264,41 @@ impl Store {
         // Where this layer's files come from: the staged extraction, or a copy of a stored
         // layer with the same DiffID (a known blob, or one diff used at two chain positions).
         let (source, stats) = match (staged, consumed.get(&diff_id)) {
-            (Some(s), None) if s.dir.is_some() => (s.dir.clone().unwrap_or_default(), s.stats.clone()),
-            (_, Some(&from)) => (self.copy_layer_to_staging(self.driver.diff_dir(from), staging)?, staged.and_then(|s| s.stats.clone())),
+            (Some(s), None) if s.dir.is_some() => {
+                (s.dir.clone().unwrap_or_default(), s.stats.clone())
+            }
+            (_, Some(&from)) => (
+                copy_layer_to_staging(&self.driver.diff_dir(from), staging)?,
+                staged.and_then(|s| s.stats.clone()),
+            ),
             _ => {
                 let twin = txn
                     .layers()?
                     .into_iter()
                     .find(|l| l.diff_id == diff_id)
                     .ok_or_else(|| Error::Invalid(format!("layer {diff_id} was skipped as known but is no longer stored; retry the import")))?;
-                let copy = self.copy_layer_to_staging(self.driver.diff_dir(twin.cache_id), staging)?;
-                (copy, Some(archive::LayerStats { diff_id, tar_bytes: twin.tar_bytes, size: twin.size, files: twin.files }))
+                let copy = copy_layer_to_staging(&self.driver.diff_dir(twin.cache_id), staging)?;
+                (
+                    copy,
+                    Some(archive::LayerStats {
+                        diff_id,
+                        tar_bytes: twin.tar_bytes,
+                        size: twin.size,
+                        files: twin.files,
+                    }),
+                )
             }
         };
-        let placed_layer = self.driver.create_layer(cache_id, parent.map(|p| p.1), &source)?;
+        let placed_layer = self
+            .driver
+            .create_layer(cache_id, parent.map(|p| p.1), &source)?;
         placed.push((cache_id, placed_layer.short_link.clone()));
-        let stats = stats.unwrap_or(archive::LayerStats { diff_id, tar_bytes: 0, size: 0, files: 0 });
+        let stats = stats.unwrap_or(archive::LayerStats {
+            diff_id,
+            tar_bytes: 0,
+            size: 0,
+            files: 0,
+        });
         Ok(LayerRecord {
             chain_id,
             diff_id,
@@ -264,12 +313,6 @@ impl Store {
         })
     }
 
-    fn copy_layer_to_staging(&self, from: PathBuf, staging: &Path) -> Result<PathBuf, Error> {
-        let to = staging.join(format!("copy-{}", CacheId::random()));
-        copy_tree(&from, &to)?;
-        Ok(to)
-    }
-
     /// Finds an image by `repo:tag`, full id, or unique id prefix (at least 4 hex digits).
     pub fn resolve_image(&self, reference: &str) -> Result<ImageRecord, Error> {
         let r = self.db.read()?;
@@ -279,7 +322,8 @@ impl Store {
     /// `image ls`: O(images × chain length), from records only.
     pub fn list_images(&self) -> Result<Vec<ImageSummary>, Error> {
         let r = self.db.read()?;
-        let layers: HashMap<ChainId, LayerRecord> = r.layers()?.into_iter().map(|l| (l.chain_id, l)).collect();
+        let layers: HashMap<ChainId, LayerRecord> =
+            r.layers()?.into_iter().map(|l| (l.chain_id, l)).collect();
         let mut out: Vec<ImageSummary> = r
             .images()?
             .into_iter()
@@ -317,9 +361,14 @@ impl Store {
         let mut layers = Vec::with_capacity(img.chain.len());
         for (chain_id, diff_id) in img.chain.iter().zip(&img.diff_ids) {
             let size = r.layer(chain_id)?.map_or(0, |l| l.size);
-            layers.push(ImageLayer { diff_id: *diff_id, chain_id: *chain_id, size });
+            layers.push(ImageLayer {
+                diff_id: *diff_id,
+                chain_id: *chain_id,
+                size,
+            });
         }
-        let raw_config = serde_json::from_slice(&img.config_json).unwrap_or(serde_json::Value::Null);
+        let raw_config =
+            serde_json::from_slice(&img.config_json).unwrap_or(serde_json::Value::Null);
         Ok(ImageDetails {
             id: img.id,
             tags: img.tags,
@@ -352,16 +401,17 @@ impl Store {
         let txn = self.db.write()?;
         let mut img = resolve_image(&txn, reference)?;
         let mut removed = RemovedImage::default();
-        let by_tag = reference.parse::<ImageRef>().ok().filter(|t| img.tags.contains(t));
-        if let Some(tag) = by_tag {
-            if img.tags.len() > 1 {
-                img.tags.retain(|t| t != &tag);
-                txn.delete_tag(&tag)?;
-                txn.put_image(&img)?;
-                txn.commit()?;
-                removed.untagged.push(tag);
-                return Ok(removed);
-            }
+        let by_tag = reference
+            .parse::<ImageRef>()
+            .ok()
+            .filter(|t| img.tags.contains(t));
+        if let Some(tag) = by_tag.filter(|_| img.tags.len() > 1) {
+            img.tags.retain(|t| t != &tag);
+            txn.delete_tag(&tag)?;
+            txn.put_image(&img)?;
+            txn.commit()?;
+            removed.untagged.push(tag);
+            return Ok(removed);
         }
         if img.container_users > 0 {
             return Err(Error::InUse(format!(
@@ -382,7 +432,9 @@ impl Store {
         txn.delete_image(&img.id)?;
         let mut doomed = Vec::new();
         for chain_id in img.chain.iter().collect::<HashSet<_>>() {
-            let Some(mut layer) = txn.layer(chain_id)? else { continue };
+            let Some(mut layer) = txn.layer(chain_id)? else {
+                continue;
+            };
             layer.image_users = layer.image_users.saturating_sub(1);
             if layer.image_users == 0 {
                 txn.delete_layer(chain_id)?;
@@ -404,7 +456,8 @@ impl Store {
             std::fs::remove_dir(&view).map_err(Error::io("removing", &view))?;
         }
         for layer in doomed {
-            self.driver.remove_layer(layer.cache_id, &layer.short_link)?;
+            self.driver
+                .remove_layer(layer.cache_id, &layer.short_link)?;
             removed.deleted_layers.push(layer.chain_id);
         }
         removed.deleted = Some(img.id);
@@ -420,7 +473,10 @@ impl Store {
         if img.view_mounts == 0 {
             let mut chain = Vec::with_capacity(img.chain.len());
             for c in &img.chain {
-                let l = txn.layer(c)?.ok_or_else(|| Error::NotFound { kind: "layer", name: c.to_string() })?;
+                let l = txn.layer(c)?.ok_or_else(|| Error::NotFound {
+                    kind: "layer",
+                    name: c.to_string(),
+                })?;
                 chain.push((l.cache_id, l.short_link));
             }
             let spec = self.driver.view(&chain);
@@ -460,6 +516,13 @@ impl Store {
     }
 }
 
+/// Copies a stored layer's diff into staging, for a second chain position of the same diff.
+fn copy_layer_to_staging(from: &Path, staging: &Path) -> Result<PathBuf, Error> {
+    let to = staging.join(format!("copy-{}", CacheId::random()));
+    copy_tree(from, &to)?;
+    Ok(to)
+}
+
 /// Points `tag` at `id`, untagging the image it named before.
 fn retag(txn: &WriteTxn, tag: &ImageRef, id: ImageId) -> Result<(), Error> {
     if let Some(old) = txn.tag(tag)? {
@@ -471,7 +534,10 @@ fn retag(txn: &WriteTxn, tag: &ImageRef, id: ImageId) -> Result<(), Error> {
             txn.put_image(&prev)?;
         }
     }
-    let mut img = txn.image(&id)?.ok_or_else(|| Error::NotFound { kind: "image", name: id.to_string() })?;
+    let mut img = txn.image(&id)?.ok_or_else(|| Error::NotFound {
+        kind: "image",
+        name: id.to_string(),
+    })?;
     if !img.tags.contains(tag) {
         img.tags.push(tag.clone());
         img.tags.sort();
@@ -482,22 +548,37 @@ fn retag(txn: &WriteTxn, tag: &ImageRef, id: ImageId) -> Result<(), Error> {
 }
 
 fn resolve_image(r: &impl Reads, reference: &str) -> Result<ImageRecord, Error> {
-    let not_found = || Error::NotFound { kind: "image", name: reference.to_owned() };
+    let not_found = || Error::NotFound {
+        kind: "image",
+        name: reference.to_owned(),
+    };
     // Docker's order: a name first, then an id or id prefix.
-    if let Ok(tag) = reference.parse::<ImageRef>() {
-        if let Some(id) = r.tag(&tag)? {
-            return r.image(&id)?.ok_or_else(not_found);
-        }
+    if let Some(id) = reference
+        .parse::<ImageRef>()
+        .ok()
+        .map(|tag| r.tag(&tag))
+        .transpose()?
+        .flatten()
+    {
+        return r.image(&id)?.ok_or_else(not_found);
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    let is_id_prefix = (4..=64).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_id_prefix = (4..=64).contains(&hex.len())
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !is_id_prefix {
         return Err(not_found());
     }
-    let mut matches = r.images()?.into_iter().filter(|i| i.id.0.hex().starts_with(hex));
+    let mut matches = r
+        .images()?
+        .into_iter()
+        .filter(|i| i.id.0.hex().starts_with(hex));
     match (matches.next(), matches.next()) {
         (Some(one), None) => Ok(one),
         (None, _) => Err(not_found()),
-        (Some(_), Some(_)) => Err(Error::Invalid(format!("image id prefix {reference} is ambiguous"))),
+        (Some(_), Some(_)) => Err(Error::Invalid(format!(
+            "image id prefix {reference} is ambiguous"
+        ))),
     }
 }

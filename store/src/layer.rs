@@ -25,7 +25,7 @@ pub struct LayerSummary {
 }
 
 impl Store {
-    fn summary(&self, l: LayerRecord) -> LayerSummary {
+    fn summary(&self, l: &LayerRecord) -> LayerSummary {
         LayerSummary {
             chain_id: l.chain_id,
             diff_id: l.diff_id,
@@ -42,24 +42,38 @@ impl Store {
 
     pub fn list_layers(&self) -> Result<Vec<LayerSummary>, Error> {
         let r = self.db.read()?;
-        let mut out: Vec<_> = r.layers()?.into_iter().map(|l| self.summary(l)).collect();
+        let mut out: Vec<_> = r.layers()?.into_iter().map(|l| self.summary(&l)).collect();
         out.sort_by(|a, b| a.created.cmp(&b.created).then(a.chain_id.cmp(&b.chain_id)));
         Ok(out)
     }
 
-    /// Finds a layer by ChainID, or a unique prefix of its hex (at least 4 digits).
+    /// Finds a layer by `ChainID`, or a unique prefix of its hex (at least 4 digits).
     pub fn inspect_layer(&self, reference: &str) -> Result<LayerSummary, Error> {
         let r = self.db.read()?;
-        let not_found = || Error::NotFound { kind: "layer", name: reference.to_owned() };
+        let not_found = || Error::NotFound {
+            kind: "layer",
+            name: reference.to_owned(),
+        };
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-        if !(4..=64).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(Error::Invalid(format!("{reference:?} is not a layer id (sha256:<hex> or a hex prefix)")));
+        if !(4..=64).contains(&hex.len())
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Error::Invalid(format!(
+                "{reference:?} is not a layer id (sha256:<hex> or a hex prefix)"
+            )));
         }
-        let mut found = r.layers()?.into_iter().filter(|l| l.chain_id.0.hex().starts_with(hex));
+        let mut found = r
+            .layers()?
+            .into_iter()
+            .filter(|l| l.chain_id.0.hex().starts_with(hex));
         match (found.next(), found.next()) {
-            (Some(one), None) => Ok(self.summary(one)),
+            (Some(one), None) => Ok(self.summary(&one)),
             (None, _) => Err(not_found()),
-            (Some(_), Some(_)) => Err(Error::Invalid(format!("layer id prefix {reference} is ambiguous"))),
+            (Some(_), Some(_)) => Err(Error::Invalid(format!(
+                "layer id prefix {reference} is ambiguous"
+            ))),
         }
     }
 

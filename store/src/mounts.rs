@@ -32,7 +32,11 @@ pub struct UpperDirs {
 pub enum MountSpec {
     /// overlayfs: `lower` lists layers top-most first, as overlay's `lowerdir` does, each
     /// relative to `base`. Without `upper` the mount is read-only.
-    Overlay { base: PathBuf, lower: Vec<PathBuf>, upper: Option<UpperDirs> },
+    Overlay {
+        base: PathBuf,
+        lower: Vec<PathBuf>,
+        upper: Option<UpperDirs>,
+    },
     /// A bind mount (vfs layers, volumes).
     Bind { source: PathBuf, readonly: bool },
 }
@@ -48,7 +52,11 @@ pub enum MountError {
     )]
     OptionsTooLong { layers: usize, len: usize },
     #[error("mounting {what} at {target}: {source}")]
-    Mount { what: &'static str, target: PathBuf, source: io::Error },
+    Mount {
+        what: &'static str,
+        target: PathBuf,
+        source: io::Error,
+    },
     #[error("unmounting {target}: {source}")]
     Unmount { target: PathBuf, source: io::Error },
 }
@@ -73,7 +81,10 @@ pub fn overlay_options(lower: &[PathBuf], upper: Option<&UpperDirs>) -> Result<S
         out.push_str(&escape_overlay_path(&u.work));
     }
     if out.len() >= PAGE_SIZE {
-        return Err(MountError::OptionsTooLong { layers: lower.len(), len: out.len() });
+        return Err(MountError::OptionsTooLong {
+            layers: lower.len(),
+            len: out.len(),
+        });
     }
     Ok(out)
 }
@@ -116,9 +127,13 @@ pub fn force_classic_overlay_api() {
 /// Carries out `spec` at `target` (an existing directory).
 pub fn mount(spec: &MountSpec, target: &Path) -> Result<(), MountError> {
     match spec {
-        MountSpec::Bind { source, readonly } => sys::bind(source, target, *readonly).map_err(|source| {
-            MountError::Mount { what: "bind", target: target.to_path_buf(), source }
-        }),
+        MountSpec::Bind { source, readonly } => {
+            sys::bind(source, target, *readonly).map_err(|source| MountError::Mount {
+                what: "bind",
+                target: target.to_path_buf(),
+                source,
+            })
+        }
         MountSpec::Overlay { base, lower, upper } => {
             if lower.len() > MAX_LOWER_LAYERS {
                 return Err(MountError::TooManyLayers(lower.len()));
@@ -135,13 +150,21 @@ pub fn mount(spec: &MountSpec, target: &Path) -> Result<(), MountError> {
                         OVERLAY_API.store(API_CLASSIC, Ordering::Relaxed);
                     }
                     Err(NewApiError::Failed(source)) => {
-                        return Err(MountError::Mount { what: "overlay", target: target.to_path_buf(), source });
+                        return Err(MountError::Mount {
+                            what: "overlay",
+                            target: target.to_path_buf(),
+                            source,
+                        });
                     }
                 }
             }
             let data = overlay_options(lower, upper.as_ref())?;
             sys::mount_from_dir(base, "overlay", &data, target, upper.is_none()).map_err(|source| {
-                MountError::Mount { what: "overlay", target: target.to_path_buf(), source }
+                MountError::Mount {
+                    what: "overlay",
+                    target: target.to_path_buf(),
+                    source,
+                }
             })
         }
     }
@@ -173,10 +196,13 @@ fn mount_overlay_new_api(
         }
     }
     if let Some(u) = upper {
-        ctx.set("upperdir", base.join(&u.upper).as_os_str().as_bytes()).map_err(NewApiError::Failed)?;
-        ctx.set("workdir", base.join(&u.work).as_os_str().as_bytes()).map_err(NewApiError::Failed)?;
+        ctx.set("upperdir", base.join(&u.upper).as_os_str().as_bytes())
+            .map_err(NewApiError::Failed)?;
+        ctx.set("workdir", base.join(&u.work).as_os_str().as_bytes())
+            .map_err(NewApiError::Failed)?;
     }
-    ctx.mount_at(target, upper.is_none()).map_err(NewApiError::Failed)
+    ctx.mount_at(target, upper.is_none())
+        .map_err(NewApiError::Failed)
 }
 
 /// Unmounts `target`. A busy mount is detached lazily, so the path is free at once and the
@@ -186,9 +212,15 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
             tracing::warn!(target = %target.display(), "mount busy; detaching lazily");
-            sys::unmount(target, true).map_err(|source| MountError::Unmount { target: target.to_path_buf(), source })
+            sys::unmount(target, true).map_err(|source| MountError::Unmount {
+                target: target.to_path_buf(),
+                source,
+            })
         }
-        Err(source) => Err(MountError::Unmount { target: target.to_path_buf(), source }),
+        Err(source) => Err(MountError::Unmount {
+            target: target.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -196,7 +228,9 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
 /// `/proc/self/mountinfo`.
 pub fn mounts_under(root: &Path) -> io::Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mut found: Vec<PathBuf> = parse_mountinfo_targets(&text).filter(|p| p.starts_with(root)).collect();
+    let mut found: Vec<PathBuf> = parse_mountinfo_targets(&text)
+        .filter(|p| p.starts_with(root))
+        .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     Ok(found)
@@ -212,7 +246,10 @@ pub fn parse_mountinfo_targets(text: &str) -> impl Iterator<Item = PathBuf> + '_
         let b = field.as_bytes();
         let mut i = 0;
         while i < b.len() {
-            if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            if b[i] == b'\\'
+                && i + 3 < b.len()
+                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            {
                 out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
                 i += 4;
             } else {
@@ -229,16 +266,33 @@ mod tests {
     use super::*;
 
     fn lowers(n: usize, prefix: &str) -> Vec<PathBuf> {
-        (0..n).map(|i| PathBuf::from(format!("{prefix}{i:026}"))).collect()
+        (0..n)
+            .map(|i| PathBuf::from(format!("{prefix}{i:026}")))
+            .collect()
     }
 
     #[test]
     fn overlay_options_table() {
-        let upper = UpperDirs { upper: "c/diff".into(), work: "c/work".into() };
+        let upper = UpperDirs {
+            upper: "c/diff".into(),
+            work: "c/work".into(),
+        };
         let cases: Vec<(Vec<PathBuf>, Option<&UpperDirs>, &str)> = vec![
-            (vec!["l/A".into(), "empty".into()], None, "lowerdir=l/A:empty"),
-            (vec!["l/B".into(), "l/A".into()], Some(&upper), "lowerdir=l/B:l/A,upperdir=c/diff,workdir=c/work"),
-            (vec!["a:b".into(), "c,d".into()], None, r"lowerdir=a\:b:c\,d"),
+            (
+                vec!["l/A".into(), "empty".into()],
+                None,
+                "lowerdir=l/A:empty",
+            ),
+            (
+                vec!["l/B".into(), "l/A".into()],
+                Some(&upper),
+                "lowerdir=l/B:l/A,upperdir=c/diff,workdir=c/work",
+            ),
+            (
+                vec!["a:b".into(), "c,d".into()],
+                None,
+                r"lowerdir=a\:b:c\,d",
+            ),
         ];
         for (lower, up, want) in cases {
             assert_eq!(overlay_options(&lower, up).unwrap(), want);
@@ -254,7 +308,10 @@ mod tests {
     #[test]
     fn more_than_a_page_of_options_is_refused_with_the_count() {
         let err = overlay_options(&lowers(200, "l/"), None).unwrap_err();
-        assert!(matches!(err, MountError::OptionsTooLong { layers: 200, .. }), "{err}");
+        assert!(
+            matches!(err, MountError::OptionsTooLong { layers: 200, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -268,6 +325,12 @@ mod tests {
         let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
                     37 35 0:5 / /var/lib/strata/overlay2/x/merged rw - overlay overlay rw,lowerdir=l/A\n";
         let got: Vec<_> = parse_mountinfo_targets(text).collect();
-        assert_eq!(got, vec![PathBuf::from("/mnt/with space"), PathBuf::from("/var/lib/strata/overlay2/x/merged")]);
+        assert_eq!(
+            got,
+            vec![
+                PathBuf::from("/mnt/with space"),
+                PathBuf::from("/var/lib/strata/overlay2/x/merged")
+            ]
+        );
     }
 }

@@ -21,7 +21,10 @@ pub struct StoreOptions {
 
 impl StoreOptions {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), driver: "overlay2".into() }
+        Self {
+            root: root.into(),
+            driver: "overlay2".into(),
+        }
     }
 }
 
@@ -43,7 +46,9 @@ pub struct Store {
 }
 
 pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Store {
@@ -55,7 +60,10 @@ impl Store {
         for dir in [root.clone(), root.join("tmp"), root.join("views")] {
             driver::ensure_dir(&dir).map_err(OpenError::from)?;
         }
-        let root = root.canonicalize().map_err(|source| OpenError::Root { path: root.clone(), source })?;
+        let root = root.canonicalize().map_err(|source| OpenError::Root {
+            path: root.clone(),
+            source,
+        })?;
         let db = MetaDb::open(&root.join("meta.redb")).map_err(OpenError::from)?;
         let driver = driver::by_name(&opts.driver, &root).map_err(OpenError::from)?;
         let store = Self { root, db, driver };
@@ -86,8 +94,15 @@ impl Store {
         let tmp = self.tmp_dir();
         for entry in std::fs::read_dir(&tmp).map_err(Error::io("listing", &tmp))? {
             let path = entry.map_err(Error::io("listing", &tmp))?.path();
-            if mounts::mounts_under(&path).map_err(Error::io("reading mountinfo for", &path))?.is_empty() {
-                let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            if mounts::mounts_under(&path)
+                .map_err(Error::io("reading mountinfo for", &path))?
+                .is_empty()
+            {
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
                 removed.map_err(Error::io("removing", &path))?;
                 tracing::info!(path = %path.display(), "removed leftover staging");
                 report.removed_tmp.push(path);
@@ -95,8 +110,10 @@ impl Store {
         }
 
         let views = self.views_dir();
-        let mounted: HashSet<PathBuf> =
-            mounts::mounts_under(&views).map_err(Error::io("reading mountinfo for", &views))?.into_iter().collect();
+        let mounted: HashSet<PathBuf> = mounts::mounts_under(&views)
+            .map_err(Error::io("reading mountinfo for", &views))?
+            .into_iter()
+            .collect();
         let txn = self.db.write()?;
         let mut wanted = HashSet::new();
         for mut image in txn.images()? {

@@ -30,7 +30,11 @@ impl Store {
     pub fn disk_usage(&self) -> Result<DiskUsage, Error> {
         let images = self.list_images()?;
         let r = self.db.read()?;
-        let layers: HashMap<ChainId, u64> = r.layers()?.into_iter().map(|l| (l.chain_id, l.size)).collect();
+        let layers: HashMap<ChainId, u64> = r
+            .layers()?
+            .into_iter()
+            .map(|l| (l.chain_id, l.size))
+            .collect();
         let mut active_layers = std::collections::HashSet::new();
         let mut images_active = 0;
         for img in r.images()? {

@@ -3,6 +3,11 @@
 //! never changes. Its own test binary, because the API choice is process-wide.
 //! Guards against a fallback that only works for short chains or that breaks the parent's cwd.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with context, like the tests"
+)]
+
 mod common;
 
 use common::{TestStore, tall_image};
@@ -14,7 +19,13 @@ fn classic_mount_api_stacks_dockers_128_layers_and_refuses_beyond_a_page() {
     let cwd = std::env::current_dir().unwrap();
     t.import(&tall_image(128, "tall/128:latest").docker_save_oci());
     let view = t.view("tall/128:latest");
-    assert_eq!(view.nodes.keys().filter(|p| p.starts_with("layers/")).count(), 128);
+    assert_eq!(
+        view.nodes
+            .keys()
+            .filter(|p| p.starts_with("layers/"))
+            .count(),
+        128
+    );
     assert_eq!(std::env::current_dir().unwrap(), cwd);
     assert!(strata_store::mounts::overlay_api_name().starts_with("mount(2)"));
 

@@ -4,10 +4,18 @@
 //! contents, type changes between layers, or metadata (modes, owners, xattrs, hardlinks,
 //! devices) lost on the way. The two drivers must also agree with each other exactly.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with context, like the tests"
+)]
+
 mod common;
 
 use common::TestStore;
-use strata_testkit::{NodeKind, RICH_IMAGE_TAG, RICH_XATTR_PATH, TreeSnapshot, rich_deep_path, rich_image, rich_long_name};
+use strata_testkit::{
+    NodeKind, RICH_IMAGE_TAG, RICH_XATTR_PATH, TreeSnapshot, rich_deep_path, rich_image,
+    rich_long_name,
+};
 
 fn rich_view(driver: &str) -> TreeSnapshot {
     let t = TestStore::new(driver);
@@ -28,15 +36,36 @@ fn driver_suite(driver: &str) {
     assert_eq!(first, second);
     let view = TreeSnapshot::from_dir(&first).unwrap();
     assert_eq!(t.store().unmount_image(RICH_IMAGE_TAG, false).unwrap(), 1);
-    assert!(first.join("etc/passwd").exists(), "still mounted after one of two unmounts");
+    assert!(
+        first.join("etc/passwd").exists(),
+        "still mounted after one of two unmounts"
+    );
     assert_eq!(t.store().unmount_image(RICH_IMAGE_TAG, false).unwrap(), 0);
-    assert!(!first.exists(), "view directory removed after the last unmount");
+    assert!(
+        !first.exists(),
+        "view directory removed after the last unmount"
+    );
 
     let n = &view.nodes;
-    for gone in ["etc/delete-me", "usr/share/doomed", "usr/share/doomed/a", "opt/old/a", "opt/old/sub", "usr/bin/tool-same-dir", "données/removed-later"] {
-        assert!(!n.contains_key(gone), "{driver}: {gone} should be deleted by a whiteout or opaque dir");
+    for gone in [
+        "etc/delete-me",
+        "usr/share/doomed",
+        "usr/share/doomed/a",
+        "opt/old/a",
+        "opt/old/sub",
+        "usr/bin/tool-same-dir",
+        "données/removed-later",
+    ] {
+        assert!(
+            !n.contains_key(gone),
+            "{driver}: {gone} should be deleted by a whiteout or opaque dir"
+        );
     }
-    assert!(!n.values().any(|node| node.kind == NodeKind::Char && node.rdev == Some((0, 0))), "{driver}: a whiteout device is visible");
+    assert!(
+        !n.values()
+            .any(|node| node.kind == NodeKind::Char && node.rdev == Some((0, 0))),
+        "{driver}: a whiteout device is visible"
+    );
     assert_eq!(n["opt/old/new"].kind, NodeKind::File);
     assert_eq!(n["opt/dir-becomes-file"].kind, NodeKind::File);
     assert_eq!(n["opt/dir-becomes-file"].mode, 0o600);
@@ -49,10 +78,22 @@ fn driver_suite(driver: &str) {
     assert_eq!(n["tmp"].mode, 0o1777);
     assert_eq!(n["var/fifo"].kind, NodeKind::Fifo);
     assert_eq!(n["usr/lib/null-device"].rdev, Some((1, 3)));
-    assert_eq!(n["etc/abs-link"].link_target.as_deref(), Some("/usr/bin/tool"));
+    assert_eq!(
+        n["etc/abs-link"].link_target.as_deref(),
+        Some("/usr/bin/tool")
+    );
     assert_eq!(n[RICH_XATTR_PATH].xattrs["user.test"], b"hello xattr");
-    assert_eq!(n["var/h1"].hardlinks, vec!["var/h1".to_owned(), "var/h2".to_owned()]);
-    assert_eq!(n["usr/bin/tool"].hardlinks, vec!["usr/bin/tool".to_owned(), "usr/lib/tool-other-dir".to_owned()]);
+    assert_eq!(
+        n["var/h1"].hardlinks,
+        vec!["var/h1".to_owned(), "var/h2".to_owned()]
+    );
+    assert_eq!(
+        n["usr/bin/tool"].hardlinks,
+        vec![
+            "usr/bin/tool".to_owned(),
+            "usr/lib/tool-other-dir".to_owned()
+        ]
+    );
     assert!(n.contains_key(&rich_deep_path()));
     assert!(n.contains_key(&rich_long_name()));
     assert_eq!(n["usr/lib/big.bin"].size, 1 << 20);
@@ -64,9 +105,17 @@ fn driver_suite(driver: &str) {
     assert!(before.len() > 3);
     let removed = t.store().remove_image(RICH_IMAGE_TAG, false).unwrap();
     assert_eq!(removed.deleted_layers.len(), 3);
-    let driver_home: Vec<String> = t.tree_listing().into_iter().filter(|p| p.starts_with(driver)).collect();
+    let driver_home: Vec<String> = t
+        .tree_listing()
+        .into_iter()
+        .filter(|p| p.starts_with(driver))
+        .collect();
     let expected: Vec<String> = match driver {
-        "overlay2" => vec!["overlay2".into(), "overlay2/empty".into(), "overlay2/l".into()],
+        "overlay2" => vec![
+            "overlay2".into(),
+            "overlay2/empty".into(),
+            "overlay2/l".into(),
+        ],
         _ => vec!["vfs".into()],
     };
     assert_eq!(driver_home, expected);

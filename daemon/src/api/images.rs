@@ -34,9 +34,17 @@ pub(super) struct TagQuery {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportEvent {
-    Progress { archive_bytes: u64, entry: String, layers_done: usize },
-    Imported { images: Vec<ImportedImage> },
-    Error { message: String },
+    Progress {
+        archive_bytes: u64,
+        entry: String,
+        layers_done: usize,
+    },
+    Imported {
+        images: Vec<ImportedImage>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Progress lines are sent at most this often (by archive bytes), plus at every layer.
@@ -70,7 +78,9 @@ pub(super) async fn import(State(state): State<AppState>, body: Body) -> Respons
             }
             Err(e) => {
                 tracing::info!(error = %e, "import refused");
-                ImportEvent::Error { message: e.to_string() }
+                ImportEvent::Error {
+                    message: e.to_string(),
+                }
             }
         };
         let _ = tx.blocking_send(event);
@@ -82,18 +92,28 @@ pub(super) async fn import(State(state): State<AppState>, body: Body) -> Respons
         Some((Ok::<_, io::Error>(Bytes::from(line)), rx))
     });
     let mut response = Response::new(Body::from_stream(lines));
-    response
-        .headers_mut()
-        .insert("content-type", axum::http::HeaderValue::from_static("application/x-ndjson"));
+    response.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
     response
 }
 
-pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<ImageSummary>>, ApiError> {
-    blocking(&state, strata_store::Store::list_images).await.map(Json)
+pub(super) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ImageSummary>>, ApiError> {
+    blocking(&state, strata_store::Store::list_images)
+        .await
+        .map(Json)
 }
 
-pub(super) async fn inspect(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<ImageDetails>, ApiError> {
-    blocking(&state, move |s| s.inspect_image(&q.reference)).await.map(Json)
+pub(super) async fn inspect(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<ImageDetails>, ApiError> {
+    blocking(&state, move |s| s.inspect_image(&q.reference))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,15 +122,29 @@ pub struct Tagged {
     pub tag: String,
 }
 
-pub(super) async fn tag(State(state): State<AppState>, Query(q): Query<TagQuery>) -> Result<Json<Tagged>, ApiError> {
-    let target: ImageRef = q.target.parse().map_err(|e: strata_store::ids::IdError| ApiError::bad_request(e.to_string()))?;
+pub(super) async fn tag(
+    State(state): State<AppState>,
+    Query(q): Query<TagQuery>,
+) -> Result<Json<Tagged>, ApiError> {
+    let target: ImageRef = q
+        .target
+        .parse()
+        .map_err(|e: strata_store::ids::IdError| ApiError::bad_request(e.to_string()))?;
     let tag = target.to_string();
     let id = blocking(&state, move |s| s.tag_image(&q.source, &target)).await?;
-    Ok(Json(Tagged { id: id.to_string(), tag }))
+    Ok(Json(Tagged {
+        id: id.to_string(),
+        tag,
+    }))
 }
 
-pub(super) async fn remove(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<RemovedImage>, ApiError> {
-    blocking(&state, move |s| s.remove_image(&q.reference, q.force)).await.map(Json)
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<RemovedImage>, ApiError> {
+    blocking(&state, move |s| s.remove_image(&q.reference, q.force))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,11 +157,19 @@ pub struct Unmounted {
     pub remaining: u32,
 }
 
-pub(super) async fn mount(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<Mounted>, ApiError> {
-    blocking(&state, move |s| s.mount_image(&q.reference)).await.map(|path| Json(Mounted { path }))
+pub(super) async fn mount(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<Mounted>, ApiError> {
+    blocking(&state, move |s| s.mount_image(&q.reference))
+        .await
+        .map(|path| Json(Mounted { path }))
 }
 
-pub(super) async fn unmount(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<Unmounted>, ApiError> {
+pub(super) async fn unmount(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<Unmounted>, ApiError> {
     blocking(&state, move |s| s.unmount_image(&q.reference, q.all))
         .await
         .map(|remaining| Json(Unmounted { remaining }))
@@ -145,8 +187,16 @@ const CHUNK: usize = 256 * 1024;
 impl ChannelWriter {
     pub(crate) fn new() -> (Self, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
         let (tx, rx) = mpsc::channel(8);
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        (Self { tx, buf: Vec::with_capacity(CHUNK) }, stream.boxed())
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        (
+            Self {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            },
+            stream.boxed(),
+        )
     }
 
     /// Ends the body with an error, so the client sees a broken transfer, not a short file.

@@ -13,17 +13,29 @@ pub(super) struct LayerQuery {
     id: String,
 }
 
-pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<LayerSummary>>, ApiError> {
-    blocking(&state, strata_store::Store::list_layers).await.map(Json)
+pub(super) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<LayerSummary>>, ApiError> {
+    blocking(&state, strata_store::Store::list_layers)
+        .await
+        .map(Json)
 }
 
-pub(super) async fn inspect(State(state): State<AppState>, Query(q): Query<LayerQuery>) -> Result<Json<LayerSummary>, ApiError> {
-    blocking(&state, move |s| s.inspect_layer(&q.id)).await.map(Json)
+pub(super) async fn inspect(
+    State(state): State<AppState>,
+    Query(q): Query<LayerQuery>,
+) -> Result<Json<LayerSummary>, ApiError> {
+    blocking(&state, move |s| s.inspect_layer(&q.id))
+        .await
+        .map(Json)
 }
 
 /// Streams the layer tar. The layer is resolved first so a bad id gets a proper status; an
 /// error mid-stream aborts the body, which the client reports as a truncated export.
-pub(super) async fn export(State(state): State<AppState>, Query(q): Query<LayerQuery>) -> Result<Response, ApiError> {
+pub(super) async fn export(
+    State(state): State<AppState>,
+    Query(q): Query<LayerQuery>,
+) -> Result<Response, ApiError> {
     let id = q.id.clone();
     let layer = blocking(&state, move |s| s.inspect_layer(&id)).await?;
     let (mut writer, body) = ChannelWriter::new();
@@ -31,7 +43,8 @@ pub(super) async fn export(State(state): State<AppState>, Query(q): Query<LayerQ
     tokio::task::spawn_blocking(move || {
         let chain = layer.chain_id.to_string();
         let written = store.export_layer(&chain, &mut writer).and_then(|()| {
-            std::io::Write::flush(&mut writer).map_err(|e| strata_store::Error::Invalid(format!("client went away: {e}")))
+            std::io::Write::flush(&mut writer)
+                .map_err(|e| strata_store::Error::Invalid(format!("client went away: {e}")))
         });
         if let Err(e) = written {
             tracing::error!(layer = %chain, error = %e, "layer export failed");

@@ -37,7 +37,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
 }
 
@@ -54,20 +57,32 @@ impl From<strata_store::Error> for ApiError {
         } else {
             tracing::info!(error = %e, "request refused");
         }
-        Self { status, message: e.to_string() }
+        Self {
+            status,
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         tracing::error!(error = %e, "store task panicked");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error (see daemon log)".into() }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "internal error (see daemon log)".into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { message: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                message: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 

@@ -9,5 +9,7 @@ pub(super) async fn info(State(state): State<AppState>) -> Result<Json<StoreInfo
 }
 
 pub(super) async fn df(State(state): State<AppState>) -> Result<Json<DiskUsage>, ApiError> {
-    blocking(&state, strata_store::Store::disk_usage).await.map(Json)
+    blocking(&state, strata_store::Store::disk_usage)
+        .await
+        .map(Json)
 }

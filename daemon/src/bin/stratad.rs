@@ -45,8 +45,14 @@ fn main() -> ExitCode {
     let config = Config::merge(file, args.root, args.socket, args.driver);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stratad: error: starting the runtime: {e}");
@@ -65,7 +71,10 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     claim_socket(&config.socket).await?;
-    let opts = StoreOptions { root: config.root.clone(), driver: config.driver.clone() };
+    let opts = StoreOptions {
+        root: config.root.clone(),
+        driver: config.driver.clone(),
+    };
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&opts))
         .await?
         .with_context(|| format!("opening store at {}", config.root.display()))?;
@@ -79,8 +88,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
-    let app = router(AppState { store: Arc::new(store) });
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let app = router(AppState {
+        store: Arc::new(store),
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     let _ = std::fs::remove_file(&config.socket);
     served.context("serving the API")?;
     tracing::info!("stopped");
@@ -89,14 +102,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Refuses to start when a live daemon answers on the socket; removes a stale socket file.
 async fn claim_socket(path: &Path) -> anyhow::Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
     if !meta.file_type().is_socket() {
-        bail!("{} exists and is not a socket; refusing to replace it", path.display());
+        bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        );
     }
     if UnixStream::connect(path).await.is_ok() {
         bail!("another stratad is already listening on {}", path.display());
     }
-    std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    std::fs::remove_file(path)
+        .with_context(|| format!("removing stale socket {}", path.display()))?;
     tracing::info!(socket = %path.display(), "removed stale socket");
     Ok(())
 }
@@ -105,14 +124,18 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting mode 0660 on {}", path.display()))?;
     Ok(listener)
 }
 
 async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -5,7 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Decimal units like docker's `units.HumanSize`: `1.23GB`, `512kB`, `0B`.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    #[expect(clippy::cast_precision_loss, reason = "display only; three significant digits")]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "display only; three significant digits"
+    )]
     let mut value = bytes as f64;
     let mut unit = 0;
     while value >= 1000.0 && unit < UNITS.len() - 1 {
@@ -15,9 +18,19 @@ pub fn human_size(bytes: u64) -> String {
     if unit == 0 {
         return format!("{bytes}B");
     }
-    let digits = if value >= 100.0 { 0 } else if value >= 10.0 { 1 } else { 2 };
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
     let text = format!("{value:.digits$}");
-    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_owned() } else { text };
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    };
     format!("{text}{}", UNITS[unit])
 }
 
@@ -29,8 +42,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let mut rest = &s[19..];
     if let Some(frac) = rest.strip_prefix('.') {
         rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
@@ -39,23 +52,26 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         "Z" | "z" | "" => 0,
         tz if tz.len() == 6 => {
             let sign = if tz.starts_with('-') { -1 } else { 1 };
-            sign * (tz.get(1..3)?.parse::<i64>().ok()? * 3600 + tz.get(4..6)?.parse::<i64>().ok()? * 60)
+            sign * (tz.get(1..3)?.parse::<i64>().ok()? * 3600
+                + tz.get(4..6)?.parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
     // Howard Hinnant's days_from_civil.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86400 + h * 3600 + mi * 60 + sec - offset)
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86400 + hour * 3600 + minute * 60 + second - offset)
 }
 
 /// `3 hours ago`, like docker's `units.HumanDuration`.
 pub fn ago(epoch_secs: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let s = (now - epoch_secs).max(0);
     let text = match s {
         0 => return "Less than a second ago".into(),
@@ -101,7 +117,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// The first 12 hex digits of a `sha256:` digest, as docker shows ids.
 pub fn short_id(digest: &str) -> String {
-    digest.strip_prefix("sha256:").unwrap_or(digest).chars().take(12).collect()
+    digest
+        .strip_prefix("sha256:")
+        .unwrap_or(digest)
+        .chars()
+        .take(12)
+        .collect()
 }
 
 #[cfg(test)]
@@ -110,7 +131,14 @@ mod tests {
 
     #[test]
     fn sizes_read_like_docker() {
-        let cases = [(0, "0B"), (999, "999B"), (1000, "1kB"), (1234, "1.23kB"), (12_345_678, "12.3MB"), (123_456_789_012, "123GB")];
+        let cases = [
+            (0, "0B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (1234, "1.23kB"),
+            (12_345_678, "12.3MB"),
+            (123_456_789_012, "123GB"),
+        ];
         for (n, want) in cases {
             assert_eq!(human_size(n), want, "{n}");
         }
@@ -119,8 +147,14 @@ mod tests {
     #[test]
     fn rfc3339_parses_to_epoch_seconds() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2024-02-29T12:00:00.123456789Z"), Some(1_709_208_000));
-        assert_eq!(parse_rfc3339("2024-02-29T13:00:00+01:00"), Some(1_709_208_000));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.123456789Z"),
+            Some(1_709_208_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T13:00:00+01:00"),
+            Some(1_709_208_000)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 

@@ -17,8 +17,8 @@ use serde_json::Value;
 use crate::api::images::ImportEvent;
 use crate::client::{Client, empty, encode_query, streaming};
 use crate::config::DEFAULT_SOCKET;
-pub use format::{human_size, parse_rfc3339};
 use format::{ago, short_id, table};
+pub use format::{human_size, parse_rfc3339};
 
 /// Command-line client for stratad.
 #[derive(Debug, Parser)]
@@ -117,7 +117,10 @@ enum SystemCmd {
 /// Parses arguments, runs the command, and reports failure as one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("strata: error: starting the runtime: {e}");
@@ -161,53 +164,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Import { file, quiet } => import(client, &file, quiet, json).await,
-        ImageCmd::Ls { quiet } => {
-            let images = client.value(Method::GET, "/v1/images").await?;
-            let list = images.as_array().cloned().unwrap_or_default();
-            if json {
-                return print_json(&images);
-            }
-            if quiet {
-                for img in &list {
-                    println!("{}", short_id(s(img, "id")));
-                }
-                return Ok(());
-            }
-            let mut rows = Vec::new();
-            for img in &list {
-                let created = img
-                    .get("created")
-                    .and_then(Value::as_str)
-                    .and_then(parse_rfc3339)
-                    .map_or_else(|| "N/A".to_owned(), ago);
-                let tags: Vec<&str> = img.get("tags").and_then(Value::as_array).map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-                let names: Vec<(String, String)> = if tags.is_empty() {
-                    vec![("<none>".into(), "<none>".into())]
-                } else {
-                    tags.iter()
-                        .map(|t| match t.rsplit_once(':') {
-                            Some((r, tag)) => (r.to_owned(), tag.to_owned()),
-                            None => ((*t).to_owned(), String::new()),
-                        })
-                        .collect()
-                };
-                for (repo, tag) in names {
-                    rows.push(vec![
-                        repo,
-                        tag,
-                        short_id(s(img, "id")),
-                        created.clone(),
-                        human_size(n(img, "size")),
-                        human_size(n(img, "shared_size")),
-                        human_size(n(img, "unique_size")),
-                    ]);
-                }
-            }
-            print!("{}", table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED", "UNIQUE"], &rows));
-            Ok(())
-        }
+        ImageCmd::Ls { quiet } => image_ls(client, quiet, json).await,
         ImageCmd::Inspect { reference } => {
-            let v = client.value(Method::GET, &format!("/v1/images/inspect?ref={}", encode_query(&reference))).await?;
+            let v = client
+                .value(
+                    Method::GET,
+                    &format!("/v1/images/inspect?ref={}", encode_query(&reference)),
+                )
+                .await?;
             if json {
                 return print_json(&v);
             }
@@ -215,7 +179,12 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
             Ok(())
         }
         ImageCmd::Mount { reference } => {
-            let v = client.value(Method::POST, &format!("/v1/images/mount?ref={}", encode_query(&reference))).await?;
+            let v = client
+                .value(
+                    Method::POST,
+                    &format!("/v1/images/mount?ref={}", encode_query(&reference)),
+                )
+                .await?;
             if json {
                 return print_json(&v);
             }
@@ -223,7 +192,10 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
             Ok(())
         }
         ImageCmd::Unmount { reference, all } => {
-            let path = format!("/v1/images/unmount?ref={}&all={all}", encode_query(&reference));
+            let path = format!(
+                "/v1/images/unmount?ref={}&all={all}",
+                encode_query(&reference)
+            );
             let v = client.value(Method::POST, &path).await?;
             if json {
                 return print_json(&v);
@@ -235,7 +207,11 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
             Ok(())
         }
         ImageCmd::Tag { source, target } => {
-            let path = format!("/v1/images/tag?source={}&target={}", encode_query(&source), encode_query(&target));
+            let path = format!(
+                "/v1/images/tag?source={}&target={}",
+                encode_query(&source),
+                encode_query(&target)
+            );
             let v = client.value(Method::POST, &path).await?;
             if json {
                 return print_json(&v);
@@ -251,13 +227,23 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
                 match client.value(Method::DELETE, &path).await {
                     Ok(v) => {
                         if !json {
-                            for t in v.get("untagged").and_then(Value::as_array).into_iter().flatten() {
+                            for t in v
+                                .get("untagged")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                            {
                                 println!("Untagged: {}", t.as_str().unwrap_or_default());
                             }
                             if let Some(id) = v.get("deleted").and_then(Value::as_str) {
                                 println!("Deleted: {id}");
                             }
-                            for l in v.get("deleted_layers").and_then(Value::as_array).into_iter().flatten() {
+                            for l in v
+                                .get("deleted_layers")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                            {
                                 println!("Deleted layer: {}", l.as_str().unwrap_or_default());
                             }
                         }
@@ -281,87 +267,206 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
     }
 }
 
+async fn image_ls(client: &Client, quiet: bool, json: bool) -> anyhow::Result<()> {
+    let images = client.value(Method::GET, "/v1/images").await?;
+    let list = images.as_array().cloned().unwrap_or_default();
+    if json {
+        return print_json(&images);
+    }
+    if quiet {
+        for img in &list {
+            println!("{}", short_id(s(img, "id")));
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for img in &list {
+        let created = img
+            .get("created")
+            .and_then(Value::as_str)
+            .and_then(parse_rfc3339)
+            .map_or_else(|| "N/A".to_owned(), ago);
+        let tags: Vec<&str> = img
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let names: Vec<(String, String)> = if tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            tags.iter()
+                .map(|t| match t.rsplit_once(':') {
+                    Some((r, tag)) => (r.to_owned(), tag.to_owned()),
+                    None => ((*t).to_owned(), String::new()),
+                })
+                .collect()
+        };
+        for (repo, tag) in names {
+            rows.push(vec![
+                repo,
+                tag,
+                short_id(s(img, "id")),
+                created.clone(),
+                human_size(n(img, "size")),
+                human_size(n(img, "shared_size")),
+                human_size(n(img, "unique_size")),
+            ]);
+        }
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "REPOSITORY",
+                "TAG",
+                "IMAGE ID",
+                "CREATED",
+                "SIZE",
+                "SHARED",
+                "UNIQUE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
 fn print_image_details(v: &Value) {
-    let tags: Vec<&str> = v.get("tags").and_then(Value::as_array).map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let tags: Vec<&str> = v
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let config = v.get("config").cloned().unwrap_or(Value::Null);
     let list = |key: &str| -> String {
         match config.get(key) {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => String::new(),
         }
     };
     println!("Id:           {}", s(v, "id"));
-    println!("Tags:         {}", if tags.is_empty() { "<none>".to_owned() } else { tags.join(", ") });
+    println!(
+        "Tags:         {}",
+        if tags.is_empty() {
+            "<none>".to_owned()
+        } else {
+            tags.join(", ")
+        }
+    );
     println!("Created:      {}", s(&config, "created"));
-    println!("Platform:     {}/{}", s(&config, "os"), s(&config, "architecture"));
+    println!(
+        "Platform:     {}/{}",
+        s(&config, "os"),
+        s(&config, "architecture")
+    );
     println!("Size:         {}", human_size(n(v, "size")));
     println!("Entrypoint:   {}", list("entrypoint"));
     println!("Cmd:          {}", list("cmd"));
     println!("WorkingDir:   {}", s(&config, "working_dir"));
     println!("User:         {}", s(&config, "user"));
     println!("Env:");
-    for e in config.get("env").and_then(Value::as_array).into_iter().flatten() {
+    for e in config
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         println!("  {}", e.as_str().unwrap_or_default());
     }
-    if let Some(labels) = config.get("labels").and_then(Value::as_object).filter(|l| !l.is_empty()) {
+    if let Some(labels) = config
+        .get("labels")
+        .and_then(Value::as_object)
+        .filter(|l| !l.is_empty())
+    {
         println!("Labels:");
         for (k, val) in labels {
             println!("  {k}={}", val.as_str().unwrap_or_default());
         }
     }
     if let Some(path) = v.get("view_path").and_then(Value::as_str) {
-        println!("Mounted at:   {path} ({} reference(s))", n(v, "view_mounts"));
+        println!(
+            "Mounted at:   {path} ({} reference(s))",
+            n(v, "view_mounts")
+        );
     }
     let rows: Vec<Vec<String>> = v
         .get("layers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|l| vec![s(l, "diff_id").to_owned(), s(l, "chain_id").to_owned(), human_size(n(l, "size"))])
+        .map(|l| {
+            vec![
+                s(l, "diff_id").to_owned(),
+                s(l, "chain_id").to_owned(),
+                human_size(n(l, "size")),
+            ]
+        })
         .collect();
     println!("Layers:");
     print!("{}", table(&["DIFF ID", "CHAIN ID", "SIZE"], &rows));
 }
 
 async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow::Result<()> {
-    let (reader, total): (Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>, Option<u64>) = if file == "-" {
+    let (reader, total): (
+        Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>,
+        Option<u64>,
+    ) = if file == "-" {
         (Box::new(tokio::io::stdin()), None)
     } else {
-        let f = tokio::fs::File::open(file).await.with_context(|| format!("opening {file}"))?;
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {file}"))?;
         let len = f.metadata().await.ok().map(|m| m.len());
         (Box::new(f), len)
     };
     let bar = if quiet || json || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
-        let bar = total.map_or_else(indicatif::ProgressBar::no_length, indicatif::ProgressBar::new);
+        let bar = total.map_or_else(
+            indicatif::ProgressBar::no_length,
+            indicatif::ProgressBar::new,
+        );
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:20!} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg:20!} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message("Loading");
         bar
     };
     let progress = bar.clone();
-    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(move |c: std::io::Result<Bytes>| {
-        if let Ok(b) = &c {
-            progress.inc(b.len() as u64);
-        }
-        c
-    });
-    let response = client.send(Method::POST, "/v1/images/import", streaming(chunks)).await?;
+    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(
+        move |c: std::io::Result<Bytes>| {
+            if let Ok(b) = &c {
+                progress.inc(b.len() as u64);
+            }
+            c
+        },
+    );
+    let response = client
+        .send(Method::POST, "/v1/images/import", streaming(chunks))
+        .await?;
     let mut body = response.into_body();
     let mut pending = Vec::new();
     let mut outcome = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.context("reading the daemon's answer")?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         pending.extend_from_slice(data);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             match serde_json::from_slice::<ImportEvent>(&line) {
-                Ok(ImportEvent::Progress { layers_done, .. }) => bar.set_message(format!("{layers_done} layer(s) done")),
+                Ok(ImportEvent::Progress { layers_done, .. }) => {
+                    bar.set_message(format!("{layers_done} layer(s) done"))
+                }
                 Ok(event) => outcome = Some(event),
                 Err(e) => bail!("unexpected answer from stratad: {e}"),
             }
@@ -406,31 +511,54 @@ async fn layer(client: &Client, cmd: LayerCmd, json: bool) -> anyhow::Result<()>
                     vec![
                         short_id(s(l, "chain_id")),
                         short_id(s(l, "diff_id")),
-                        l.get("parent").and_then(Value::as_str).map_or_else(|| "-".to_owned(), short_id),
+                        l.get("parent")
+                            .and_then(Value::as_str)
+                            .map_or_else(|| "-".to_owned(), short_id),
                         human_size(n(l, "size")),
                         n(l, "files").to_string(),
                         n(l, "images").to_string(),
                     ]
                 })
                 .collect();
-            print!("{}", table(&["CHAIN ID", "DIFF ID", "PARENT", "SIZE", "FILES", "IMAGES"], &rows));
+            print!(
+                "{}",
+                table(
+                    &["CHAIN ID", "DIFF ID", "PARENT", "SIZE", "FILES", "IMAGES"],
+                    &rows
+                )
+            );
             Ok(())
         }
         LayerCmd::Inspect { id } => {
-            let v = client.value(Method::GET, &format!("/v1/layers/inspect?id={}", encode_query(&id))).await?;
+            let v = client
+                .value(
+                    Method::GET,
+                    &format!("/v1/layers/inspect?id={}", encode_query(&id)),
+                )
+                .await?;
             print_json(&v)
         }
         LayerCmd::Export { id, output } => {
-            let mut out: Box<dyn Write> = match &output {
-                Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?),
-                None => {
-                    if std::io::stdout().is_terminal() {
-                        bail!("refusing to write a tar stream to a terminal; redirect stdout or use -o FILE");
-                    }
-                    Box::new(std::io::stdout().lock())
+            let mut out: Box<dyn Write> = if let Some(path) = &output {
+                Box::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )
+            } else {
+                if std::io::stdout().is_terminal() {
+                    bail!(
+                        "refusing to write a tar stream to a terminal; redirect stdout or use -o FILE"
+                    );
                 }
+                Box::new(std::io::stdout().lock())
             };
-            let response = client.send(Method::GET, &format!("/v1/layers/export?id={}", encode_query(&id)), empty()).await?;
+            let response = client
+                .send(
+                    Method::GET,
+                    &format!("/v1/layers/export?id={}", encode_query(&id)),
+                    empty(),
+                )
+                .await?;
             let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
                 let frame = frame.with_context(|| format!("export of layer {id} was cut short"))?;
@@ -482,10 +610,25 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
                     human_size(n(&v, "layers_size")),
                     human_size(n(&v, "reclaimable")),
                 ],
-                vec!["Containers".into(), n(&v, "containers").to_string(), "0".into(), "0B".into(), "0B".into()],
-                vec!["Local Volumes".into(), n(&v, "volumes").to_string(), "0".into(), "0B".into(), "0B".into()],
+                vec![
+                    "Containers".into(),
+                    n(&v, "containers").to_string(),
+                    "0".into(),
+                    "0B".into(),
+                    "0B".into(),
+                ],
+                vec![
+                    "Local Volumes".into(),
+                    n(&v, "volumes").to_string(),
+                    "0".into(),
+                    "0B".into(),
+                    "0B".into(),
+                ],
             ];
-            print!("{}", table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows));
+            print!(
+                "{}",
+                table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows)
+            );
             if verbose {
                 println!("\nImages space usage:\n");
                 let rows: Vec<Vec<String>> = v
@@ -494,7 +637,12 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
                     .into_iter()
                     .flatten()
                     .map(|img| {
-                        let tag = img.get("tags").and_then(Value::as_array).and_then(|t| t.first()).and_then(Value::as_str).unwrap_or("<none>:<none>");
+                        let tag = img
+                            .get("tags")
+                            .and_then(Value::as_array)
+                            .and_then(|t| t.first())
+                            .and_then(Value::as_str)
+                            .unwrap_or("<none>:<none>");
                         let (repo, tag) = tag.rsplit_once(':').unwrap_or((tag, ""));
                         vec![
                             repo.to_owned(),
@@ -507,7 +655,21 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
                         ]
                     })
                     .collect();
-                print!("{}", table(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"], &rows));
+                print!(
+                    "{}",
+                    table(
+                        &[
+                            "REPOSITORY",
+                            "TAG",
+                            "IMAGE ID",
+                            "SIZE",
+                            "SHARED SIZE",
+                            "UNIQUE SIZE",
+                            "CONTAINERS"
+                        ],
+                        &rows
+                    )
+                );
             }
             Ok(())
         }

@@ -167,7 +167,12 @@ impl<W: Write> Exporter<W> {
         Ok(())
     }
 
-    fn append_non_dir(&mut self, path: &Path, name: &str, meta: &Metadata) -> Result<(), ExportError> {
+    fn append_non_dir(
+        &mut self,
+        path: &Path,
+        name: &str,
+        meta: &Metadata,
+    ) -> Result<(), ExportError> {
         let ft = meta.file_type();
         if meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
@@ -190,7 +195,10 @@ impl<W: Write> Exporter<W> {
                 source,
             })?;
             let failed = Cell::new(false);
-            let source = SourceFile { file, failed: &failed };
+            let source = SourceFile {
+                file,
+                failed: &failed,
+            };
             self.builder
                 .append_data(&mut h, name, source.take(meta.len()))
                 .map_err(|source| {

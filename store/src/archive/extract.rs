@@ -90,7 +90,11 @@ pub enum ExtractError {
     #[error("entry '{entry}': path component '{component}' is not a directory")]
     NotADirectory { entry: String, component: String },
     #[error("entry '{entry}': hardlink to '{target}' refused: {why}")]
-    BadHardlink { entry: String, target: String, why: String },
+    BadHardlink {
+        entry: String,
+        target: String,
+        why: String,
+    },
     #[error("entry '{entry}': {why}")]
     Invalid { entry: String, why: String },
     #[error("entry '{entry}': {op}: {source}")]
@@ -132,7 +136,11 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> Result<LayerStats, Extra
             let mut entry = entry.map_err(|e| applier.stream_error(e, &state, true))?;
             applier.apply(&mut entry, &state)?;
             if state.eof.get() {
-                return Err(applier.stream_error(io::ErrorKind::UnexpectedEof.into(), &state, false));
+                return Err(applier.stream_error(
+                    io::ErrorKind::UnexpectedEof.into(),
+                    &state,
+                    false,
+                ));
             }
         }
     }
@@ -188,7 +196,9 @@ impl<R: Read> Read for Tracked<'_, R> {
                 Err(e)
             }
             Ok(n) => {
-                self.state.consumed.set(self.state.consumed.get() + n as u64);
+                self.state
+                    .consumed
+                    .set(self.state.consumed.get() + n as u64);
                 if self.state.head.get().is_none() && n >= 4 {
                     self.state.head.set(Some([buf[0], buf[1], buf[2], buf[3]]));
                 }
@@ -300,10 +310,15 @@ impl<'r> Applier<'r> {
         }
     }
 
-    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, state: &StreamState) -> Result<(), ExtractError> {
+    fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        state: &StreamState,
+    ) -> Result<(), ExtractError> {
         let raw_path = entry.path_bytes();
         self.last_entry.clear();
-        self.last_entry.push_str(&String::from_utf8_lossy(&raw_path));
+        self.last_entry
+            .push_str(&String::from_utf8_lossy(&raw_path));
         self.entries_seen += 1;
         let trailing_slash = raw_path.ends_with(b"/");
         let normalised = normalise(&raw_path, &mut self.normalised);
@@ -360,11 +375,16 @@ impl<'r> Applier<'r> {
                 } else if key == "mtime"
                     && let Some(t) = ext.value().ok().and_then(parse_pax_time)
                 {
-                        mtime = t;
+                    mtime = t;
                 }
             }
         }
-        Ok(Meta { uid, gid, mode, mtime })
+        Ok(Meta {
+            uid,
+            gid,
+            mode,
+            mtime,
+        })
     }
 
     fn apply_at<R: Read>(
@@ -379,7 +399,11 @@ impl<'r> Applier<'r> {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&path[..0], path),
         };
-        if path.split(|&b| b == b'/').any(|c| c.starts_with(b".wh..wh.")) && name != b".wh..wh..opq" {
+        if path
+            .split(|&b| b == b'/')
+            .any(|c| c.starts_with(b".wh..wh."))
+            && name != b".wh..wh..opq"
+        {
             return Ok(()); // AUFS internals (`.wh..wh.plnk/`, `.wh..wh.aufs`): Docker skips them.
         }
         if name.is_empty() {
@@ -421,12 +445,19 @@ impl<'r> Applier<'r> {
                 let header = entry.header();
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                let bits = if kind.is_character_special() { libc::S_IFCHR } else { libc::S_IFBLK };
+                let bits = if kind.is_character_special() {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
                 (bits, major, minor)
             };
             self.make_node(parent, &cname, type_bits, major, minor, meta)
         } else {
-            Err(self.invalid(&format!("unsupported entry type {:?}", kind.as_byte() as char)))
+            Err(self.invalid(&format!(
+                "unsupported entry type {:?}",
+                kind.as_byte() as char
+            )))
         }
     }
 
@@ -456,7 +487,11 @@ impl<'r> Applier<'r> {
             return Ok(());
         }
         self.cached_parent = None;
-        let fd = if rel.is_empty() { None } else { Some(self.open_parent(rel)?) };
+        let fd = if rel.is_empty() {
+            None
+        } else {
+            Some(self.open_parent(rel)?)
+        };
         self.cached_parent = Some((rel.to_vec(), fd));
         Ok(())
     }
@@ -475,7 +510,12 @@ impl<'r> Applier<'r> {
         match fs::open_dir_beneath(self.root, &c, true) {
             Ok(fd) => Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.walk(rel, true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+                ) =>
+            {
                 self.walk(rel, false)
             }
             Err(e) => Err(self.io("opening parent directory")(e)),
@@ -494,7 +534,8 @@ impl<'r> Applier<'r> {
             let dir = current.as_ref().map_or(self.root, AsFd::as_fd);
             if create {
                 match fs::mkdir_at(dir, &c, 0o755) {
-                    Ok(()) => fs::chmod_at_nofollow(dir, &c, 0o755).map_err(self.io("chmod of created parent"))?,
+                    Ok(()) => fs::chmod_at_nofollow(dir, &c, 0o755)
+                        .map_err(self.io("chmod of created parent"))?,
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(e) => return Err(self.io("creating parent directory")(e)),
                 }
@@ -507,7 +548,10 @@ impl<'r> Applier<'r> {
                             let target = fs::readlink_at(dir, &c).unwrap_or_default();
                             ExtractError::ThroughSymlink {
                                 entry: self.last_entry.clone(),
-                                symlink: format!("{prefix} -> {}", String::from_utf8_lossy(&target)),
+                                symlink: format!(
+                                    "{prefix} -> {}",
+                                    String::from_utf8_lossy(&target)
+                                ),
                             }
                         }
                         Ok(FileKind::Other) => ExtractError::NotADirectory {
@@ -558,7 +602,12 @@ impl<'r> Applier<'r> {
         meta: &Meta,
         state: &StreamState,
     ) -> Result<(), ExtractError> {
-        let mut file = self.create_replacing(parent, name, |dir| fs::create_file_at(dir, name, 0o600), "creating file")?;
+        let mut file = self.create_replacing(
+            parent,
+            name,
+            |dir| fs::create_file_at(dir, name, 0o600),
+            "creating file",
+        )?;
         let mut buf = std::mem::take(&mut self.buf);
         let copied = loop {
             match entry.read(&mut buf) {
@@ -610,7 +659,12 @@ impl<'r> Applier<'r> {
         }
     }
 
-    fn apply_dir_fd(&mut self, fd: BorrowedFd<'_>, path: &[u8], meta: &Meta) -> Result<(), ExtractError> {
+    fn apply_dir_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        path: &[u8],
+        meta: &Meta,
+    ) -> Result<(), ExtractError> {
         fs::fchown(fd, meta.uid, meta.gid).map_err(self.io("chown"))?;
         fs::fchmod(fd, meta.mode).map_err(self.io("chmod"))?;
         for i in 0..self.xattrs.len() {
@@ -623,16 +677,25 @@ impl<'r> Applier<'r> {
     }
 
     fn apply_root_dir(&mut self, meta: &Meta) -> Result<(), ExtractError> {
-        let root = fs::open_dir_beneath(self.root, c".", false).map_err(self.io("opening layer root"))?;
+        let root =
+            fs::open_dir_beneath(self.root, c".", false).map_err(self.io("opening layer root"))?;
         self.apply_dir_fd(root.as_fd(), b"", meta)
     }
 
-    fn make_dir(&mut self, path: &[u8], parent: &[u8], name: &CStr, meta: &Meta) -> Result<(), ExtractError> {
+    fn make_dir(
+        &mut self,
+        path: &[u8],
+        parent: &[u8],
+        name: &CStr,
+        meta: &Meta,
+    ) -> Result<(), ExtractError> {
         self.enter(parent)?;
         match fs::mkdir_at(self.dir(), name, 0o700) {
             Ok(()) => self.files += 1,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                if fs::kind_at(self.dir(), name).map_err(self.io("inspecting existing entry"))? != FileKind::Dir {
+                if fs::kind_at(self.dir(), name).map_err(self.io("inspecting existing entry"))?
+                    != FileKind::Dir
+                {
                     self.clear_name(parent, name)?;
                     self.enter(parent)?;
                     fs::mkdir_at(self.dir(), name, 0o700).map_err(self.io("creating directory"))?;
@@ -645,12 +708,24 @@ impl<'r> Applier<'r> {
         self.apply_dir_fd(fd.as_fd(), path, meta)
     }
 
-    fn make_symlink(&mut self, parent: &[u8], name: &CStr, target: &CStr, meta: &Meta) -> Result<(), ExtractError> {
-        self.create_replacing(parent, name, |dir| fs::symlink_at(target, dir, name), "creating symlink")?;
+    fn make_symlink(
+        &mut self,
+        parent: &[u8],
+        name: &CStr,
+        target: &CStr,
+        meta: &Meta,
+    ) -> Result<(), ExtractError> {
+        self.create_replacing(
+            parent,
+            name,
+            |dir| fs::symlink_at(target, dir, name),
+            "creating symlink",
+        )?;
         let dir = self.dir();
         fs::lchown_at(dir, name, meta.uid, meta.gid).map_err(self.io("chown"))?;
         self.set_xattrs_at(parent, name)?;
-        fs::set_times_at(self.dir(), name, meta.mtime, meta.mtime).map_err(self.io("setting times"))?;
+        fs::set_times_at(self.dir(), name, meta.mtime, meta.mtime)
+            .map_err(self.io("setting times"))?;
         self.files += 1;
         Ok(())
     }
@@ -684,12 +759,18 @@ impl<'r> Applier<'r> {
         fs::lchown_at(dir, name, meta.uid, meta.gid).map_err(self.io("chown"))?;
         fs::chmod_at_nofollow(dir, name, meta.mode).map_err(self.io("chmod"))?;
         self.set_xattrs_at(parent, name)?;
-        fs::set_times_at(self.dir(), name, meta.mtime, meta.mtime).map_err(self.io("setting times"))?;
+        fs::set_times_at(self.dir(), name, meta.mtime, meta.mtime)
+            .map_err(self.io("setting times"))?;
         self.files += 1;
         Ok(())
     }
 
-    fn make_hardlink(&mut self, parent: &[u8], name: &CStr, raw_target: &[u8]) -> Result<(), ExtractError> {
+    fn make_hardlink(
+        &mut self,
+        parent: &[u8],
+        name: &CStr,
+        raw_target: &[u8],
+    ) -> Result<(), ExtractError> {
         let shown = String::from_utf8_lossy(raw_target).into_owned();
         let entry = self.last_entry.clone();
         let bad = |why: &str| ExtractError::BadHardlink {
@@ -748,15 +829,27 @@ impl<'r> Applier<'r> {
                 self.files += 1;
                 Ok(())
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(bad("target does not exist in this layer")),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Err(bad("target does not exist in this layer"))
+            }
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(bad("target is a directory")),
             Err(e) => Err(self.io("creating hardlink")(e)),
         }
     }
 
-    fn apply_whiteout(&mut self, parent: &[u8], hidden: &[u8], meta: &Meta) -> Result<(), ExtractError> {
+    fn apply_whiteout(
+        &mut self,
+        parent: &[u8],
+        hidden: &[u8],
+        meta: &Meta,
+    ) -> Result<(), ExtractError> {
         let name = self.cstring(hidden)?;
-        self.create_replacing(parent, &name, |dir| fs::mknod_at(dir, &name, libc::S_IFCHR, 0, 0), "creating whiteout")?;
+        self.create_replacing(
+            parent,
+            &name,
+            |dir| fs::mknod_at(dir, &name, libc::S_IFCHR, 0, 0),
+            "creating whiteout",
+        )?;
         let dir = self.dir();
         fs::lchown_at(dir, &name, meta.uid, meta.gid).map_err(self.io("chown"))?;
         self.files += 1;
@@ -764,7 +857,11 @@ impl<'r> Applier<'r> {
     }
 
     fn apply_opaque(&mut self, dir_path: &[u8]) -> Result<(), ExtractError> {
-        let rel = if dir_path.is_empty() { c".".to_owned() } else { self.cstring(dir_path)? };
+        let rel = if dir_path.is_empty() {
+            c".".to_owned()
+        } else {
+            self.cstring(dir_path)?
+        };
         let fd = if let Ok(fd) = fs::open_dir_beneath(self.root, &rel, false) {
             fd
         } else {
@@ -772,10 +869,12 @@ impl<'r> Applier<'r> {
                 // Creates the directory (and its parents) when the tar did not list it first,
                 // or names the symlink or file in the way.
                 self.walk(dir_path, true)?;
-                fs::open_dir_beneath(self.root, &rel, false).map_err(self.io("opening opaque directory"))?
+                fs::open_dir_beneath(self.root, &rel, false)
+                    .map_err(self.io("opening opaque directory"))?
             }
         };
-        fs::fsetxattr(fd.as_fd(), c"trusted.overlay.opaque", b"y").map_err(self.io("setting trusted.overlay.opaque"))
+        fs::fsetxattr(fd.as_fd(), c"trusted.overlay.opaque", b"y")
+            .map_err(self.io("setting trusted.overlay.opaque"))
     }
 
     /// Sets directory mtimes last, now that no entry below them will change them. A directory

@@ -25,7 +25,14 @@ impl LayerTar {
     }
 
     /// An entry with raw `name` and `link` bytes (each under 100 bytes).
-    pub(super) fn raw(&mut self, kind: EntryType, name: &str, link: &str, data: &[u8], mode: u32) -> &mut Self {
+    pub(super) fn raw(
+        &mut self,
+        kind: EntryType,
+        name: &str,
+        link: &str,
+        data: &[u8],
+        mode: u32,
+    ) -> &mut Self {
         let mut h = Header::new_gnu();
         h.set_size(0);
         h.set_entry_type(kind);
@@ -100,7 +107,10 @@ impl Host {
                 let content = if m.is_file() {
                     fs::read(&p).expect("read")
                 } else if m.file_type().is_symlink() {
-                    fs::read_link(&p).expect("readlink").into_os_string().into_encoded_bytes()
+                    fs::read_link(&p)
+                        .expect("readlink")
+                        .into_os_string()
+                        .into_encoded_bytes()
                 } else {
                     stack.push(p.clone());
                     Vec::new()
@@ -109,7 +119,10 @@ impl Host {
             }
         }
         let root = fs::metadata(self.tmp.path()).expect("root");
-        out.insert(self.tmp.path().to_owned(), (root.mode(), root.mtime(), Vec::new()));
+        out.insert(
+            self.tmp.path().to_owned(),
+            (root.mode(), root.mtime(), Vec::new()),
+        );
         out
     }
 
@@ -126,7 +139,10 @@ fn expect_err(result: Result<super::LayerStats, ExtractError>, needles: &[&str])
     let err = result.expect_err("extraction should fail");
     let msg = err.to_string();
     for needle in needles {
-        assert!(msg.contains(needle), "error {msg:?} should mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "error {msg:?} should mention {needle:?}"
+        );
     }
     assert!(!msg.contains('\n'), "one-line error: {msg:?}");
     err
@@ -136,14 +152,22 @@ fn expect_err(result: Result<super::LayerStats, ExtractError>, needles: &[&str])
 fn regular_files_dirs_and_stats_are_faithful() {
     let host = Host::new();
     let mut t = LayerTar::new();
-    t.dir("etc/").file("etc/hosts", b"127.0.0.1 localhost\n").file("etc/empty", b"");
+    t.dir("etc/")
+        .file("etc/hosts", b"127.0.0.1 localhost\n")
+        .file("etc/empty", b"");
     let mut bytes = t.finish();
     bytes.extend_from_slice(&[0u8; 4096]); // trailing padding belongs to the DiffID too
     let stats = host.extract(&bytes).expect("extract");
     let d = host.dest();
-    assert_eq!(fs::read(d.join("etc/hosts")).expect("read"), b"127.0.0.1 localhost\n");
+    assert_eq!(
+        fs::read(d.join("etc/hosts")).expect("read"),
+        b"127.0.0.1 localhost\n"
+    );
     assert_eq!(stats.tar_bytes, bytes.len() as u64);
-    assert_eq!(stats.diff_id.0.as_bytes(), &<[u8; 32]>::from(Sha256::digest(&bytes)));
+    assert_eq!(
+        stats.diff_id.0.as_bytes(),
+        &<[u8; 32]>::from(Sha256::digest(&bytes))
+    );
     assert_eq!(stats.size, 20);
     assert_eq!(stats.files, 3);
     let m = fs::metadata(d.join("etc")).expect("etc");
@@ -165,12 +189,18 @@ fn metadata_owner_mode_xattrs_links_and_devices_are_faithful() {
     h.set_size(3);
     b.append_pax_extensions([
         ("SCHILY.xattr.user.test", b"hello".as_slice()),
-        ("SCHILY.xattr.security.capability", &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        (
+            "SCHILY.xattr.security.capability",
+            &[
+                1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ),
         ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
         ("mtime", b"1500000000.25"),
     ])
     .expect("pax");
-    b.append_data(&mut h, "bin/ping", b"elf".as_slice()).expect("file");
+    b.append_data(&mut h, "bin/ping", b"elf".as_slice())
+        .expect("file");
     let long = format!("deep/{}/{}", "d".repeat(120), "f".repeat(120));
     let mut h = Header::new_gnu();
     h.set_size(0);
@@ -178,19 +208,22 @@ fn metadata_owner_mode_xattrs_links_and_devices_are_faithful() {
     h.set_mode(0o600);
     h.set_size(4);
     h.set_mtime(1);
-    b.append_data(&mut h, &long, b"long".as_slice()).expect("long");
+    b.append_data(&mut h, &long, b"long".as_slice())
+        .expect("long");
     let mut h = Header::new_gnu();
     h.set_size(0);
     h.set_entry_type(EntryType::Link);
     h.set_mode(0o600);
-    b.append_link(&mut h, "bin/ping-link", &long).expect("hardlink with long target");
+    b.append_link(&mut h, "bin/ping-link", &long)
+        .expect("hardlink with long target");
     let mut h = Header::new_gnu();
     h.set_size(0);
     h.set_entry_type(EntryType::Symlink);
     h.set_mtime(1_400_000_000);
     h.set_uid(7);
     h.set_gid(8);
-    b.append_link(&mut h, "bin/sl", "/nowhere/at/all").expect("symlink");
+    b.append_link(&mut h, "bin/sl", "/nowhere/at/all")
+        .expect("symlink");
     for (name, kind, major, minor, mode) in [
         ("dev/null", EntryType::Char, 1, 3, 0o666),
         ("dev/sda", EntryType::Block, 8, 0, 0o660),
@@ -203,7 +236,8 @@ fn metadata_owner_mode_xattrs_links_and_devices_are_faithful() {
         h.set_device_major(major).expect("major");
         h.set_device_minor(minor).expect("minor");
         h.set_mtime(1_300_000_000);
-        b.append_data(&mut h, name, std::io::empty()).expect("device");
+        b.append_data(&mut h, name, std::io::empty())
+            .expect("device");
     }
     let bytes = b.into_inner().expect("tar");
     let stats = host.extract(&bytes).expect("extract");
@@ -212,10 +246,27 @@ fn metadata_owner_mode_xattrs_links_and_devices_are_faithful() {
     let ping = fs::symlink_metadata(d.join("bin/ping")).expect("ping");
     assert_eq!(ping.mode() & 0o7777, 0o4755, "setuid survives chown");
     assert_eq!((ping.uid(), ping.gid()), (1234, 5678));
-    assert_eq!((ping.mtime(), ping.mtime_nsec()), (1_500_000_000, 250_000_000));
-    assert_eq!(xattr::get(d.join("bin/ping"), "user.test").expect("xattr").as_deref(), Some(&b"hello"[..]));
-    assert!(xattr::get(d.join("bin/ping"), "security.capability").expect("cap").is_some());
-    assert!(xattr::get(d.join("bin/ping"), "trusted.overlay.redirect").expect("x").is_none(), "overlay xattrs from tars are dropped");
+    assert_eq!(
+        (ping.mtime(), ping.mtime_nsec()),
+        (1_500_000_000, 250_000_000)
+    );
+    assert_eq!(
+        xattr::get(d.join("bin/ping"), "user.test")
+            .expect("xattr")
+            .as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert!(
+        xattr::get(d.join("bin/ping"), "security.capability")
+            .expect("cap")
+            .is_some()
+    );
+    assert!(
+        xattr::get(d.join("bin/ping"), "trusted.overlay.redirect")
+            .expect("x")
+            .is_none(),
+        "overlay xattrs from tars are dropped"
+    );
 
     let link = fs::symlink_metadata(d.join("bin/ping-link")).expect("link");
     let target = fs::symlink_metadata(d.join(&long)).expect("long");
@@ -224,14 +275,22 @@ fn metadata_owner_mode_xattrs_links_and_devices_are_faithful() {
 
     let sl = fs::symlink_metadata(d.join("bin/sl")).expect("symlink");
     assert!(sl.file_type().is_symlink());
-    assert_eq!(fs::read_link(d.join("bin/sl")).expect("readlink"), Path::new("/nowhere/at/all"));
+    assert_eq!(
+        fs::read_link(d.join("bin/sl")).expect("readlink"),
+        Path::new("/nowhere/at/all")
+    );
     assert_eq!((sl.uid(), sl.gid(), sl.mtime()), (7, 8, 1_400_000_000));
 
     let null = fs::symlink_metadata(d.join("dev/null")).expect("null");
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), libc::makedev(1, 3));
     assert_eq!(null.mode() & 0o7777, 0o666);
-    assert!(fs::symlink_metadata(d.join("dev/sda")).expect("sda").file_type().is_block_device());
+    assert!(
+        fs::symlink_metadata(d.join("dev/sda"))
+            .expect("sda")
+            .file_type()
+            .is_block_device()
+    );
     let fifo = fs::symlink_metadata(d.join("dev/fifo")).expect("fifo");
     assert!(fifo.file_type().is_fifo());
     assert_eq!(fifo.mode() & 0o7777, 0o1644);
@@ -252,8 +311,18 @@ fn whiteouts_become_overlay_devices_and_opaque_xattrs() {
     let wh = fs::symlink_metadata(d.join("a/gone")).expect("whiteout");
     assert!(wh.file_type().is_char_device());
     assert_eq!(wh.rdev(), 0);
-    assert_eq!(xattr::get(d.join("b/c"), "trusted.overlay.opaque").expect("x").as_deref(), Some(&b"y"[..]));
-    assert_eq!(xattr::get(&d, "trusted.overlay.opaque").expect("x").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr::get(d.join("b/c"), "trusted.overlay.opaque")
+            .expect("x")
+            .as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        xattr::get(&d, "trusted.overlay.opaque")
+            .expect("x")
+            .as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(!d.join(".wh..wh.plnk").exists());
     assert!(!d.join("a/.wh..wh.aufs").exists());
     assert!(!d.join("b/c/.wh..wh..opq").exists());
@@ -277,7 +346,10 @@ fn later_entries_replace_earlier_ones() {
     let d = host.dest();
     assert_eq!(fs::read(d.join("x")).expect("x"), b"now a file");
     assert!(fs::metadata(d.join("y")).expect("y").is_dir());
-    assert_eq!(fs::metadata(d.join("z")).expect("z").permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(d.join("z")).expect("z").permissions().mode() & 0o777,
+        0o700
+    );
     assert_eq!(fs::read(d.join("z/keep")).expect("keep"), b"k");
     assert_eq!(fs::read(d.join("w")).expect("w"), b"new");
 }
@@ -285,10 +357,14 @@ fn later_entries_replace_earlier_ones() {
 #[test]
 fn empty_layer_and_bad_streams() {
     let host = Host::new();
-    host.extract(&[0u8; 1024]).expect("1024 zero bytes is an empty layer");
+    host.extract(&[0u8; 1024])
+        .expect("1024 zero bytes is an empty layer");
     expect_err(host.extract(b""), &["empty layer stream"]);
     expect_err(host.extract(&[0x42; 3000]), &["not a tar stream"]);
-    expect_err(host.extract(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]), &["not a tar stream", "gzip"]);
+    expect_err(
+        host.extract(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]),
+        &["not a tar stream", "gzip"],
+    );
     let mut t = LayerTar::new();
     t.file("a", &[7u8; 5000]).file("b", b"x");
     let full = t.finish();
@@ -305,7 +381,10 @@ fn absolute_names_are_confined_to_dest() {
     let abs = format!("{}/pwned", host.outside().display());
     t.file("/etc/passwd", b"root").file(&abs, b"x");
     host.extract(&t.finish()).expect("extract");
-    assert_eq!(fs::read(host.dest().join("etc/passwd")).expect("read"), b"root");
+    assert_eq!(
+        fs::read(host.dest().join("etc/passwd")).expect("read"),
+        b"root"
+    );
     assert!(host.dest().join(abs.trim_start_matches('/')).exists());
 }
 
@@ -330,7 +409,10 @@ fn paths_through_symlinks_are_refused() {
         (vec![("l", "/".to_owned())], "l/etc/x"),
         (vec![("l", "../..".to_owned())], "l/x"),
         (vec![("l", "OUTSIDE".to_owned())], "l/pwned"),
-        (vec![("l1", "l2".to_owned()), ("l2", "..".to_owned())], "l1/x"),
+        (
+            vec![("l1", "l2".to_owned()), ("l2", "..".to_owned())],
+            "l1/x",
+        ),
         (vec![("d/l", "../d".to_owned())], "d/l/x"),
         (vec![("l", ".".to_owned())], "l/l/x"),
     ];
@@ -361,7 +443,11 @@ fn entries_replacing_symlinks_never_write_through_them() {
         .raw(EntryType::Fifo, "s", "", b"", 0o644);
     host.extract(&t.finish()).expect("extract");
     assert_eq!(fs::read(host.dest().join("f")).expect("f"), b"overwritten?");
-    assert!(fs::symlink_metadata(host.dest().join("d")).expect("d").is_dir());
+    assert!(
+        fs::symlink_metadata(host.dest().join("d"))
+            .expect("d")
+            .is_dir()
+    );
 }
 
 #[test]
@@ -422,7 +508,10 @@ fn symlinks_may_point_anywhere_and_devices_are_allowed() {
         .symlink("up", "../../../../etc")
         .raw(EntryType::Char, "console", "", b"", 0o600);
     host.extract(&t.finish()).expect("extract");
-    assert_eq!(fs::read_link(host.dest().join("up")).expect("up"), Path::new("../../../../etc"));
+    assert_eq!(
+        fs::read_link(host.dest().join("up")).expect("up"),
+        Path::new("../../../../etc")
+    );
 }
 
 /// Everything under `root` as comparable data (path -> type, mode, owner, mtime, content, xattrs).
@@ -447,7 +536,13 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             };
             let mut xattrs: Vec<String> = xattr::list(&p)
                 .expect("list")
-                .map(|k| format!("{}={:?}", k.to_string_lossy(), xattr::get(&p, &k).expect("get")))
+                .map(|k| {
+                    format!(
+                        "{}={:?}",
+                        k.to_string_lossy(),
+                        xattr::get(&p, &k).expect("get")
+                    )
+                })
                 .collect();
             xattrs.sort();
             let link_group = if m.nlink() > 1 && !m.is_dir() {
@@ -459,7 +554,16 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             let mtime = if m.is_dir() { 0 } else { m.mtime() };
             out.insert(
                 rel,
-                format!("{:o} {}:{} {} {} {:?} {}", m.mode(), m.uid(), m.gid(), mtime, content, xattrs, link_group),
+                format!(
+                    "{:o} {}:{} {} {} {:?} {}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    mtime,
+                    content,
+                    xattrs,
+                    link_group
+                ),
             );
         }
     }
@@ -478,8 +582,10 @@ fn export_round_trips_through_extract() {
     h.set_uid(3);
     h.set_gid(4);
     h.set_mtime(1_234);
-    b.append_pax_extensions([("SCHILY.xattr.user.dir", b"d".as_slice())]).expect("pax");
-    b.append_data(&mut h, "tmp/", std::io::empty()).expect("dir");
+    b.append_pax_extensions([("SCHILY.xattr.user.dir", b"d".as_slice())])
+        .expect("pax");
+    b.append_data(&mut h, "tmp/", std::io::empty())
+        .expect("dir");
     let long = format!("tmp/{}/{}", "n".repeat(150), "m".repeat(80));
     let mut h = Header::new_gnu();
     h.set_size(0);
@@ -489,8 +595,10 @@ fn export_round_trips_through_extract() {
     h.set_gid(20);
     h.set_mtime(99);
     h.set_size(5);
-    b.append_pax_extensions([("SCHILY.xattr.user.k", b"v".as_slice())]).expect("pax");
-    b.append_data(&mut h, &long, b"hello".as_slice()).expect("long");
+    b.append_pax_extensions([("SCHILY.xattr.user.k", b"v".as_slice())])
+        .expect("pax");
+    b.append_data(&mut h, &long, b"hello".as_slice())
+        .expect("long");
     let mut h = Header::new_gnu();
     h.set_size(0);
     h.set_entry_type(EntryType::Link);
@@ -499,7 +607,8 @@ fn export_round_trips_through_extract() {
     h.set_size(0);
     h.set_entry_type(EntryType::Symlink);
     h.set_mtime(77);
-    b.append_link(&mut h, "tmp/sym", format!("/{}", "t".repeat(200))).expect("symlink");
+    b.append_link(&mut h, "tmp/sym", format!("/{}", "t".repeat(200)))
+        .expect("symlink");
     let mut inner = LayerTar::new();
     inner
         .file("w/.wh.gone", b"")
@@ -526,9 +635,44 @@ fn export_round_trips_through_extract() {
     let names: Vec<String> = tar::Archive::new(exported.as_slice())
         .entries()
         .expect("entries")
-        .map(|e| e.expect("entry").path().expect("path").display().to_string())
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
         .collect();
-    let opq = names.iter().position(|n| n == "o/.wh..wh..opq").expect("opaque marker");
-    assert_eq!(names[opq - 1], "o/", "opaque marker right after its directory: {names:?}");
+    let opq = names
+        .iter()
+        .position(|n| n == "o/.wh..wh..opq")
+        .expect("opaque marker");
+    assert_eq!(
+        names[opq - 1],
+        "o/",
+        "opaque marker right after its directory: {names:?}"
+    );
     assert!(names.contains(&"w/.wh.gone".to_owned()), "{names:?}");
+}
+
+/// Throughput check against GNU tar: `STRATA_BENCH_LAYER=/path/layer.tar cargo test --release
+/// -p strata-store --lib extract_throughput -- --ignored --nocapture` (extracts next to the tar).
+#[test]
+#[ignore = "benchmark: needs STRATA_BENCH_LAYER"]
+fn extract_throughput() {
+    let layer = PathBuf::from(std::env::var("STRATA_BENCH_LAYER").expect("STRATA_BENCH_LAYER"));
+    let parent = layer.parent().expect("parent").to_owned();
+    let dest = tempfile::tempdir_in(&parent).expect("dest");
+    let file = fs::File::open(&layer).expect("open");
+    let start = std::time::Instant::now();
+    let stats = extract_layer(file, dest.path()).expect("extract");
+    let secs = start.elapsed().as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let mb = stats.tar_bytes as f64 / 1e6;
+    println!(
+        "extract_layer: {mb:.0} MB, {} files in {secs:.2}s = {:.0} MB/s ({})",
+        stats.files,
+        mb / secs,
+        stats.diff_id
+    );
 }

@@ -131,7 +131,11 @@ pub enum ArchiveError {
     #[error("blob '{blob}' does not match its digest: content is {actual}")]
     BlobDigestMismatch { blob: String, actual: Digest },
     #[error("blob '{blob}' is {actual} bytes, its descriptor says {expected}")]
-    BlobSizeMismatch { blob: String, expected: u64, actual: u64 },
+    BlobSizeMismatch {
+        blob: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("layer '{entry}': {source}")]
     Layer {
         entry: String,
@@ -145,7 +149,11 @@ pub enum ArchiveError {
         source: io::Error,
     },
     #[error("layer '{entry}': content does not match stored layer {expected}: content is {actual}")]
-    KnownLayerMismatch { entry: String, expected: DiffId, actual: DiffId },
+    KnownLayerMismatch {
+        entry: String,
+        expected: DiffId,
+        actual: DiffId,
+    },
     #[error("no manifest.json or index.json")]
     NoManifest,
     #[error("'{file}': invalid JSON: {source}")]
@@ -161,8 +169,14 @@ pub enum ArchiveError {
     #[error("'{path}' referenced by {by} is not JSON")]
     NotJson { path: String, by: String },
     #[error("image {image}: config has {config} diff_ids but the manifest lists {layers} layers")]
-    LayerCount { image: String, config: usize, layers: usize },
-    #[error("layer {index} of {image}: DiffID mismatch: config says {config}, content is {content}")]
+    LayerCount {
+        image: String,
+        config: usize,
+        layers: usize,
+    },
+    #[error(
+        "layer {index} of {image}: DiffID mismatch: config says {config}, content is {content}"
+    )]
     DiffIdMismatch {
         index: usize,
         image: String,
@@ -208,7 +222,11 @@ pub fn read_image_archive(
     let imported = assemble(&blobs)?;
     // Staged layers no image uses are not handed out: remove them now.
     for dir in &guard.dirs {
-        if !imported.layers.iter().any(|l| l.dir.as_deref() == Some(dir.as_path())) {
+        if !imported
+            .layers
+            .iter()
+            .any(|l| l.dir.as_deref() == Some(dir.as_path()))
+        {
             remove_dir(dir);
         }
     }
@@ -279,7 +297,10 @@ fn sniff(head: &[u8], name: &str) -> Sniffed {
         || name.ends_with("/layer.tar")
     {
         Sniffed::Tar
-    } else if head.first().is_some_and(|b| matches!(b, b'{' | b' ' | b'\t' | b'\n' | b'\r')) {
+    } else if head
+        .first()
+        .is_some_and(|b| matches!(b, b'{' | b' ' | b'\t' | b'\n' | b'\r'))
+    {
         Sniffed::Json
     } else {
         Sniffed::Other
@@ -288,8 +309,12 @@ fn sniff(head: &[u8], name: &str) -> Sniffed {
 
 fn is_metadata_name(path: &str) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
-    matches!(base, "manifest.json" | "index.json" | "oci-layout" | "repositories" | "VERSION" | "json")
-        || Path::new(base).extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    matches!(
+        base,
+        "manifest.json" | "index.json" | "oci-layout" | "repositories" | "VERSION" | "json"
+    ) || Path::new(base)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Normalises an archive-relative path (`./` and leading `/` of entry names are harmless;
@@ -297,7 +322,9 @@ fn is_metadata_name(path: &str) -> bool {
 fn archive_path(raw: &str) -> Result<String, ArchiveError> {
     let mut out = Vec::new();
     if !normalise(raw.as_bytes(), &mut out) {
-        return Err(ArchiveError::PathEscape { path: raw.to_owned() });
+        return Err(ArchiveError::PathEscape {
+            path: raw.to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
@@ -305,7 +332,9 @@ fn archive_path(raw: &str) -> Result<String, ArchiveError> {
 /// Normalises a path written inside a manifest: relative to the archive root, never absolute.
 fn manifest_path(raw: &str) -> Result<String, ArchiveError> {
     if raw.starts_with('/') {
-        return Err(ArchiveError::PathEscape { path: raw.to_owned() });
+        return Err(ArchiveError::PathEscape {
+            path: raw.to_owned(),
+        });
     }
     archive_path(raw)
 }
@@ -337,7 +366,9 @@ fn read_entries(
             if seen == 0 && state.consumed.get() < 512 {
                 ArchiveError::NotTar
             } else {
-                ArchiveError::Truncated { entry: last.to_owned() }
+                ArchiveError::Truncated {
+                    entry: last.to_owned(),
+                }
             }
         } else {
             ArchiveError::Corrupt {
@@ -376,7 +407,15 @@ fn read_entries(
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
             let size = entry.size();
             let blob = read_blob(&mut entry, &name, &mut head, staging, known, guard, &state)
-                .map_err(|e| if state.eof.get() { ArchiveError::Truncated { entry: name.clone() } } else { e })?;
+                .map_err(|e| {
+                    if state.eof.get() {
+                        ArchiveError::Truncated {
+                            entry: name.clone(),
+                        }
+                    } else {
+                        e
+                    }
+                })?;
             if matches!(blob, Blob::Layer(_)) {
                 layers_done += 1;
                 progress(&ImportProgress {
@@ -386,7 +425,9 @@ fn read_entries(
                 });
             }
             blobs.aliases.remove(&name);
-            if let Some((Blob::Layer(LayerBlob { dir: Some(old), .. }), _)) = blobs.files.insert(name, (blob, size)) {
+            if let Some((Blob::Layer(LayerBlob { dir: Some(old), .. }), _)) =
+                blobs.files.insert(name, (blob, size))
+            {
                 remove_dir(&old);
                 guard.dirs.retain(|d| d != &old);
             }
@@ -431,7 +472,10 @@ fn read_blob(
     };
     let mut raw = HashingReader::new(entry);
     head.clear();
-    (&mut raw).take(512).read_to_end(head).map_err(|e| read_error(e, name, state))?;
+    (&mut raw)
+        .take(512)
+        .read_to_end(head)
+        .map_err(|e| read_error(e, name, state))?;
     let kind = if is_metadata_name(name) || head.is_empty() {
         Sniffed::Json
     } else {
@@ -464,7 +508,9 @@ fn read_blob(
         }
     };
     if state.eof.get() {
-        return Err(ArchiveError::Truncated { entry: name.to_owned() });
+        return Err(ArchiveError::Truncated {
+            entry: name.to_owned(),
+        });
     }
     if let Some(expected) = expected {
         let actual = raw.digest();
@@ -484,13 +530,18 @@ fn read_blob(
 
 fn read_error(e: io::Error, name: &str, state: &StreamState) -> ArchiveError {
     if state.eof.get() {
-        ArchiveError::Truncated { entry: name.to_owned() }
+        ArchiveError::Truncated {
+            entry: name.to_owned(),
+        }
     } else {
         ArchiveError::Read(e)
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 fn read_layer(
     raw: &mut impl Read,
     head: &[u8],
@@ -547,7 +598,9 @@ fn read_layer(
             dir: Some(dir),
             stats: Some(stats),
         }),
-        Err(_) if state.eof.get() => Err(ArchiveError::Truncated { entry: name.to_owned() }),
+        Err(_) if state.eof.get() => Err(ArchiveError::Truncated {
+            entry: name.to_owned(),
+        }),
         Err(ExtractError::Read(source)) if !state.failed.get() => Err(ArchiveError::Decompress {
             entry: name.to_owned(),
             source,
@@ -695,7 +748,8 @@ fn assemble(blobs: &Blobs) -> Result<ImportedArchive, ArchiveError> {
     let mut layer_set = LayerSet::default();
     for plan in plans {
         let by = plan.by.as_str();
-        let (config_resolved, config_blob, config_size) = resolver.resolve(&plan.config_path, by)?;
+        let (config_resolved, config_blob, config_size) =
+            resolver.resolve(&plan.config_path, by)?;
         let Blob::Json(config_json) = config_blob else {
             return Err(ArchiveError::NotJson {
                 path: plan.config_path.clone(),
@@ -703,7 +757,8 @@ fn assemble(blobs: &Blobs) -> Result<ImportedArchive, ArchiveError> {
             });
         };
         let id = ImageId(Digest::of(config_json));
-        let (config, config_diffs) = parse_config(config_json).map_err(json_err(config_resolved))?;
+        let (config, config_diffs) =
+            parse_config(config_json).map_err(json_err(config_resolved))?;
         let diff_ids = config_diffs
             .iter()
             .map(|d| {
@@ -715,10 +770,13 @@ fn assemble(blobs: &Blobs) -> Result<ImportedArchive, ArchiveError> {
             .collect::<Result<Vec<_>, _>>()?;
         let mut repo_tags = Vec::new();
         for tag in &plan.tags {
-            let parsed: ImageRef = familiar(tag).parse().map_err(|source| ArchiveError::InvalidTag {
-                tag: tag.clone(),
-                source,
-            })?;
+            let parsed: ImageRef =
+                familiar(tag)
+                    .parse()
+                    .map_err(|source| ArchiveError::InvalidTag {
+                        tag: tag.clone(),
+                        source,
+                    })?;
             if !repo_tags.contains(&parsed) {
                 repo_tags.push(parsed);
             }
@@ -726,7 +784,9 @@ fn assemble(blobs: &Blobs) -> Result<ImportedArchive, ArchiveError> {
         if let Some((expected, _)) = &plan.sizes {
             check_size(config_resolved, *expected, config_size)?;
         }
-        let image_name = repo_tags.first().map_or_else(|| id.to_string(), ToString::to_string);
+        let image_name = repo_tags
+            .first()
+            .map_or_else(|| id.to_string(), ToString::to_string);
         layer_set.add(&resolver, &plan, image_name, &diff_ids)?;
         match images.iter_mut().find(|img| img.id == id) {
             Some(existing) => {
@@ -769,48 +829,51 @@ impl LayerSet {
     ) -> Result<(), ArchiveError> {
         let layers = &mut self.layers;
         let layer_index = &mut self.index;
-    if plan.layer_paths.len() != diff_ids.len() {
-        return Err(ArchiveError::LayerCount {
-            image: image_name,
-            config: diff_ids.len(),
-            layers: plan.layer_paths.len(),
-        });
-    }
-    for (i, path) in plan.layer_paths.iter().enumerate() {
-        let (resolved, blob, size) = resolver.resolve(path, &image_name)?;
-        let Blob::Layer(layer) = blob else {
-            return Err(ArchiveError::NotALayer {
-                path: path.clone(),
-                by: image_name,
-            });
-        };
-        if let Some((_, sizes)) = &plan.sizes {
-            check_size(resolved, sizes.get(i).copied().flatten(), size)?;
-        }
-        if layer.diff_id != diff_ids[i] {
-            return Err(ArchiveError::DiffIdMismatch {
-                index: i,
+        if plan.layer_paths.len() != diff_ids.len() {
+            return Err(ArchiveError::LayerCount {
                 image: image_name,
-                config: diff_ids[i],
-                content: layer.diff_id,
+                config: diff_ids.len(),
+                layers: plan.layer_paths.len(),
             });
         }
-        let keys = [BlobKey::from_archive_path(path), BlobKey::from_archive_path(resolved)];
-        let slot = *layer_index.entry(layer.diff_id).or_insert_with(|| {
-            layers.push(StagedLayer {
-                diff_id: layer.diff_id,
-                dir: layer.dir.clone(),
-                stats: layer.stats.clone(),
-                keys: Vec::new(),
+        for (i, path) in plan.layer_paths.iter().enumerate() {
+            let (resolved, blob, size) = resolver.resolve(path, &image_name)?;
+            let Blob::Layer(layer) = blob else {
+                return Err(ArchiveError::NotALayer {
+                    path: path.clone(),
+                    by: image_name,
+                });
+            };
+            if let Some((_, sizes)) = &plan.sizes {
+                check_size(resolved, sizes.get(i).copied().flatten(), size)?;
+            }
+            if layer.diff_id != diff_ids[i] {
+                return Err(ArchiveError::DiffIdMismatch {
+                    index: i,
+                    image: image_name,
+                    config: diff_ids[i],
+                    content: layer.diff_id,
+                });
+            }
+            let keys = [
+                BlobKey::from_archive_path(path),
+                BlobKey::from_archive_path(resolved),
+            ];
+            let slot = *layer_index.entry(layer.diff_id).or_insert_with(|| {
+                layers.push(StagedLayer {
+                    diff_id: layer.diff_id,
+                    dir: layer.dir.clone(),
+                    stats: layer.stats.clone(),
+                    keys: Vec::new(),
+                });
+                layers.len() - 1
             });
-            layers.len() - 1
-        });
-        for key in keys.into_iter().flatten() {
-            if !layers[slot].keys.contains(&key) {
-                layers[slot].keys.push(key);
+            for key in keys.into_iter().flatten() {
+                if !layers[slot].keys.contains(&key) {
+                    layers[slot].keys.push(key);
+                }
             }
         }
-    }
         Ok(())
     }
 }
@@ -828,7 +891,8 @@ fn check_size(path: &str, expected: Option<i64>, actual: u64) -> Result<(), Arch
 
 fn docker_plans(resolver: &Resolver<'_>) -> Result<Vec<ImagePlan>, ArchiveError> {
     let bytes = resolver.json("manifest.json", "archive")?;
-    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(bytes).map_err(json_err("manifest.json"))?;
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(bytes).map_err(json_err("manifest.json"))?;
     entries
         .into_iter()
         .map(|e| {
@@ -849,10 +913,12 @@ fn docker_plans(resolver: &Resolver<'_>) -> Result<Vec<ImagePlan>, ArchiveError>
 }
 
 fn blob_path(digest: &str, file: &str) -> Result<String, ArchiveError> {
-    let d: Digest = digest.parse().map_err(|_| ArchiveError::UnsupportedDigest {
-        digest: digest.to_owned(),
-        file: file.to_owned(),
-    })?;
+    let d: Digest = digest
+        .parse()
+        .map_err(|_| ArchiveError::UnsupportedDigest {
+            digest: digest.to_owned(),
+            file: file.to_owned(),
+        })?;
     Ok(format!("blobs/sha256/{}", d.hex()))
 }
 
@@ -921,7 +987,11 @@ fn oci_plans(
         });
     }
     let annotations = desc.annotations.as_ref();
-    if annotations.and_then(|a| a.get("vnd.docker.reference.type")).map(String::as_str) == Some("attestation-manifest") {
+    if annotations
+        .and_then(|a| a.get("vnd.docker.reference.type"))
+        .map(String::as_str)
+        == Some("attestation-manifest")
+    {
         return Ok(());
     }
     let path = blob_path(&desc.digest, parent)?;
@@ -938,18 +1008,27 @@ fn oci_plans(
     check_size(resolved, desc.size, size)?;
     let doc: OciDocument = serde_json::from_slice(bytes).map_err(json_err(resolved))?;
     let media_type = desc.media_type.as_deref().or(doc.media_type.as_deref());
-    let is_index = media_type.is_some_and(|t| INDEX_TYPES.contains(&t)) || (media_type.is_none() && doc.manifests.is_some());
+    let is_index = media_type.is_some_and(|t| INDEX_TYPES.contains(&t))
+        || (media_type.is_none() && doc.manifests.is_some());
     if is_index {
         let children = doc.manifests.unwrap_or_default();
         let host = host_architecture();
-        let tagged = children
-            .iter()
-            .position(|c| c.platform.as_ref().and_then(|p| p.architecture.as_deref()) == Some(host));
+        let tagged = children.iter().position(|c| {
+            c.platform.as_ref().and_then(|p| p.architecture.as_deref()) == Some(host)
+        });
         let before = plans.len();
         let mut tags = Some(tags);
         for (i, child) in children.iter().enumerate() {
-            let child_tags = if Some(i) == tagged { tags.take().unwrap_or_default() } else { Vec::new() };
-            let child_tags = if child_tags.is_empty() { descriptor_tags(child) } else { child_tags };
+            let child_tags = if Some(i) == tagged {
+                tags.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let child_tags = if child_tags.is_empty() {
+                descriptor_tags(child)
+            } else {
+                child_tags
+            };
             oci_plans(resolver, child, child_tags, resolved, depth + 1, plans)?;
         }
         if let (Some(tags), Some(first)) = (tags, plans.get_mut(before)) {
@@ -966,7 +1045,8 @@ fn oci_plans(
     let config_type = config.media_type.as_deref().unwrap_or("");
     if !matches!(
         config_type,
-        "" | "application/vnd.oci.image.config.v1+json" | "application/vnd.docker.container.image.v1+json"
+        "" | "application/vnd.oci.image.config.v1+json"
+            | "application/vnd.docker.container.image.v1+json"
     ) {
         tracing::debug!(manifest = %resolved, config_type, "skipping non-image manifest");
         return Ok(());
@@ -978,10 +1058,10 @@ fn oci_plans(
         if let Some(t) = layer.media_type.as_deref()
             && !LAYER_TYPES.contains(&t)
         {
-                return Err(ArchiveError::Invalid {
-                    file: resolved.to_owned(),
-                    why: format!("unsupported layer media type {t}"),
-                });
+            return Err(ArchiveError::Invalid {
+                file: resolved.to_owned(),
+                why: format!("unsupported layer media type {t}"),
+            });
         }
         layer_paths.push(blob_path(&layer.digest, resolved)?);
         sizes.push(layer.size);

@@ -86,7 +86,11 @@ impl Outer {
     }
 
     fn finish(&mut self) -> Vec<u8> {
-        self.builder.take().expect("builder").into_inner().expect("finish")
+        self.builder
+            .take()
+            .expect("builder")
+            .into_inner()
+            .expect("finish")
     }
 }
 
@@ -100,9 +104,15 @@ fn read_known(
     known: &dyn Fn(&BlobKey) -> Option<DiffId>,
 ) -> Result<ImportedArchive, ArchiveError> {
     let mut entries = Vec::new();
-    let result = read_image_archive(archive, staging, known, &mut |p| entries.push(p.entry.clone()));
+    let result = read_image_archive(archive, staging, known, &mut |p| {
+        entries.push(p.entry.clone())
+    });
     if result.is_err() {
-        assert_eq!(std::fs::read_dir(staging).expect("staging").count(), 0, "staging cleaned after error");
+        assert_eq!(
+            std::fs::read_dir(staging).expect("staging").count(),
+            0,
+            "staging cleaned after error"
+        );
     }
     result
 }
@@ -124,8 +134,10 @@ fn legacy_archive(tags: &[&str], with_duplicate_symlink: bool) -> (Vec<u8>, Vec<
     let mut diffs = vec![diff(&l1), diff(&l2)];
     let mut paths = vec![format!("{ID1}/layer.tar"), format!("{ID2}/layer.tar")];
     let mut o = Outer::new();
-    o.file(&format!("{ID1}/VERSION"), b"1.0").file(&format!("{ID1}/json"), b"{}");
-    o.file(&format!("{ID1}/layer.tar"), &l1).file(&format!("{ID2}/layer.tar"), &l2);
+    o.file(&format!("{ID1}/VERSION"), b"1.0")
+        .file(&format!("{ID1}/json"), b"{}");
+    o.file(&format!("{ID1}/layer.tar"), &l1)
+        .file(&format!("{ID2}/layer.tar"), &l2);
     if with_duplicate_symlink {
         let id3 = "3333333333333333333333333333333333333333333333333333333333333333";
         o.symlink(&format!("{id3}/layer.tar"), &format!("../{ID1}/layer.tar"));
@@ -136,7 +148,10 @@ fn legacy_archive(tags: &[&str], with_duplicate_symlink: bool) -> (Vec<u8>, Vec<
     let cfg_name = format!("{}.json", Digest::of(&cfg).hex());
     o.file(&cfg_name, &cfg);
     let manifest = serde_json::json!([{"Config": cfg_name, "RepoTags": tags, "Layers": paths}]);
-    o.file("manifest.json", &serde_json::to_vec(&manifest).expect("json"));
+    o.file(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).expect("json"),
+    );
     o.file("repositories", b"{}");
     (o.finish(), l1, cfg)
 }
@@ -144,16 +159,22 @@ fn legacy_archive(tags: &[&str], with_duplicate_symlink: bool) -> (Vec<u8>, Vec<
 #[test]
 fn legacy_docker_save_is_read_in_one_pass() {
     let staging = tempfile::tempdir().expect("staging");
-    let (archive, l1, cfg) = legacy_archive(&["busybox:latest", "registry.local:5000/team/app:v1"], false);
+    let (archive, l1, cfg) = legacy_archive(
+        &["busybox:latest", "registry.local:5000/team/app:v1"],
+        false,
+    );
     let got = read(&archive, staging.path()).expect("import");
     assert_eq!(got.images.len(), 1);
     let img = &got.images[0];
     assert_eq!(img.id.0, Digest::of(&cfg));
     assert_eq!(img.config_json, cfg);
-    assert_eq!(img.repo_tags.iter().map(ToString::to_string).collect::<Vec<_>>(), [
-        "busybox:latest",
-        "registry.local:5000/team/app:v1"
-    ]);
+    assert_eq!(
+        img.repo_tags
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["busybox:latest", "registry.local:5000/team/app:v1"]
+    );
     assert_eq!(img.config.cmd.as_deref(), Some(&["sh".to_owned()][..]));
     assert_eq!(img.config.entrypoint, None);
     assert_eq!(img.config.working_dir, None);
@@ -162,8 +183,14 @@ fn legacy_docker_save_is_read_in_one_pass() {
     assert_eq!(got.layers[0].diff_id, diff(&l1));
     let dir = got.layers[0].dir.as_ref().expect("staged");
     assert!(dir.starts_with(staging.path()));
-    assert_eq!(std::fs::read(dir.join("etc/os-release")).expect("file"), b"ID=test\n");
-    assert_eq!(got.layers[0].keys, [BlobKey(Digest::from_hex(ID1).expect("hex"))]);
+    assert_eq!(
+        std::fs::read(dir.join("etc/os-release")).expect("file"),
+        b"ID=test\n"
+    );
+    assert_eq!(
+        got.layers[0].keys,
+        [BlobKey(Digest::from_hex(ID1).expect("hex"))]
+    );
     assert_eq!(got.layers[0].stats.as_ref().map(|s| s.files), Some(1));
 }
 
@@ -175,7 +202,12 @@ fn symlinked_duplicate_layer_resolves_to_its_target() {
     assert_eq!(got.images[0].diff_ids.len(), 3);
     assert_eq!(got.layers.len(), 2, "same DiffID staged once");
     assert_eq!(got.layers[0].diff_id, diff(&l1));
-    assert_eq!(got.layers[0].keys.len(), 2, "both legacy ids index the layer: {:?}", got.layers[0].keys);
+    assert_eq!(
+        got.layers[0].keys.len(),
+        2,
+        "both legacy ids index the layer: {:?}",
+        got.layers[0].keys
+    );
     assert_eq!(std::fs::read_dir(staging.path()).expect("dir").count(), 2);
 }
 
@@ -195,7 +227,10 @@ fn docker_25_layout_with_manifest_json_and_blobs() {
         "Layers": [format!("blobs/sha256/{}", hex(&l1d))],
     }]);
     o.file("index.json", br#"{"schemaVersion":2,"manifests":[]}"#);
-    o.file("manifest.json", &serde_json::to_vec(&manifest).expect("json"));
+    o.file(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).expect("json"),
+    );
     let got = read(&o.finish(), staging.path()).expect("import");
     assert_eq!(got.images[0].id.0.to_string(), cfgd);
     assert_eq!(got.images[0].repo_tags[0].to_string(), "app:1");
@@ -239,7 +274,10 @@ fn oci_archive(compress: fn(&[u8]) -> Vec<u8>, media: &str) -> (Vec<u8>, Vec<u8>
 #[test]
 fn oci_layouts_with_uncompressed_gzip_and_zstd_layers() {
     for (compress, media) in [
-        ((|d: &[u8]| d.to_vec()) as fn(&[u8]) -> Vec<u8>, "application/vnd.oci.image.layer.v1.tar"),
+        (
+            (|d: &[u8]| d.to_vec()) as fn(&[u8]) -> Vec<u8>,
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
         (gzip, "application/vnd.oci.image.layer.v1.tar+gzip"),
         (zstd, "application/vnd.oci.image.layer.v1.tar+zstd"),
         (gzip, "application/vnd.docker.image.rootfs.diff.tar.gzip"),
@@ -252,7 +290,9 @@ fn oci_layouts_with_uncompressed_gzip_and_zstd_layers() {
         assert_eq!(got.layers[0].diff_id, diff(&l1));
         let top = got.layers[1].dir.as_ref().expect("staged");
         let wh = std::fs::symlink_metadata(top.join("x/y")).expect("whiteout");
-        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()));
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &wh.file_type()
+        ));
     }
 }
 
@@ -263,7 +303,9 @@ fn images_sharing_layers_list_each_layer_once() {
     let top1 = layer(&[("one", b"1")]);
     let top2 = layer(&[("two", b"2")]);
     let mut o = Outer::new();
-    o.file("b/layer.tar", &base).file("t1/layer.tar", &top1).file("t2/layer.tar", &top2);
+    o.file("b/layer.tar", &base)
+        .file("t1/layer.tar", &top1)
+        .file("t2/layer.tar", &top2);
     let c1 = config(&[diff(&base), diff(&top1)]);
     let c2 = config(&[diff(&base), diff(&top2)]);
     o.file("c1.json", &c1).file("c2.json", &c2);
@@ -271,7 +313,10 @@ fn images_sharing_layers_list_each_layer_once() {
         {"Config": "c1.json", "RepoTags": ["one:1"], "Layers": ["b/layer.tar", "t1/layer.tar"]},
         {"Config": "c2.json", "RepoTags": ["two:1"], "Layers": ["b/layer.tar", "t2/layer.tar"]},
     ]);
-    o.file("manifest.json", &serde_json::to_vec(&manifest).expect("json"));
+    o.file(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).expect("json"),
+    );
     let got = read(&o.finish(), staging.path()).expect("import");
     assert_eq!(got.images.len(), 2);
     assert_eq!(got.layers.len(), 3);
@@ -285,13 +330,19 @@ fn diff_id_mismatch_names_layer_and_image() {
     o.file("l/layer.tar", &l1);
     let wrong = diff(b"something else");
     o.file("c.json", &config(&[wrong]));
-    o.file("manifest.json", br#"[{"Config":"c.json","RepoTags":["bad:1"],"Layers":["l/layer.tar"]}]"#);
-    expect_err(read(&o.finish(), staging.path()), &[
-        "layer 0 of bad:1",
-        "DiffID mismatch",
-        &wrong.to_string(),
-        &diff(&l1).to_string(),
-    ]);
+    o.file(
+        "manifest.json",
+        br#"[{"Config":"c.json","RepoTags":["bad:1"],"Layers":["l/layer.tar"]}]"#,
+    );
+    expect_err(
+        read(&o.finish(), staging.path()),
+        &[
+            "layer 0 of bad:1",
+            "DiffID mismatch",
+            &wrong.to_string(),
+            &diff(&l1).to_string(),
+        ],
+    );
 }
 
 #[test]
@@ -301,7 +352,10 @@ fn blob_digest_mismatch_is_refused() {
     let mut o = Outer::new();
     let name = format!("blobs/sha256/{ID1}");
     o.file(&name, &l1);
-    expect_err(read(&o.finish(), staging.path()), &[&name, "does not match its digest"]);
+    expect_err(
+        read(&o.finish(), staging.path()),
+        &[&name, "does not match its digest"],
+    );
 }
 
 #[test]
@@ -312,7 +366,10 @@ fn manifest_paths_escaping_the_archive_are_refused() {
         o.file("l/layer.tar", &layer(&[("a", b"1")]));
         o.file("c.json", &config(&[]));
         let manifest = serde_json::json!([{"Config": "c.json", "Layers": [bad]}]);
-        o.file("manifest.json", &serde_json::to_vec(&manifest).expect("json"));
+        o.file(
+            "manifest.json",
+            &serde_json::to_vec(&manifest).expect("json"),
+        );
         expect_err(read(&o.finish(), staging.path()), &[bad, "escapes"]);
     }
     let staging = tempfile::tempdir().expect("staging");
@@ -326,11 +383,20 @@ fn missing_layers_and_configs_are_named() {
     let staging = tempfile::tempdir().expect("staging");
     let mut o = Outer::new();
     o.file("c.json", &config(&[diff(b"x")]));
-    o.file("manifest.json", br#"[{"Config":"c.json","Layers":["gone/layer.tar"]}]"#);
-    expect_err(read(&o.finish(), staging.path()), &["gone/layer.tar", "missing"]);
+    o.file(
+        "manifest.json",
+        br#"[{"Config":"c.json","Layers":["gone/layer.tar"]}]"#,
+    );
+    expect_err(
+        read(&o.finish(), staging.path()),
+        &["gone/layer.tar", "missing"],
+    );
     let mut o = Outer::new();
     o.file("l/layer.tar", &layer(&[("a", b"1")]));
-    o.file("manifest.json", br#"[{"Config":"nope.json","Layers":["l/layer.tar"]}]"#);
+    o.file(
+        "manifest.json",
+        br#"[{"Config":"nope.json","Layers":["l/layer.tar"]}]"#,
+    );
     expect_err(read(&o.finish(), staging.path()), &["nope.json", "missing"]);
 }
 
@@ -342,11 +408,17 @@ fn truncated_garbage_and_empty_archives() {
     expect_err(read(b"short", staging.path()), &["not a tar archive"]);
     let (archive, _, _) = legacy_archive(&["a:1"], false);
     for cut in [archive.len() / 2, 700, archive.len() - 1024] {
-        expect_err(read(&archive[..cut], staging.path()), &["archive truncated in entry"]);
+        expect_err(
+            read(&archive[..cut], staging.path()),
+            &["archive truncated in entry"],
+        );
     }
     let mut o = Outer::new();
     o.file("hello.txt", b"hi");
-    expect_err(read(&o.finish(), staging.path()), &["no manifest.json or index.json"]);
+    expect_err(
+        read(&o.finish(), staging.path()),
+        &["no manifest.json or index.json"],
+    );
 }
 
 #[test]
@@ -361,25 +433,35 @@ fn known_layers_are_verified_not_extracted() {
     let staging = tempfile::tempdir().expect("staging");
     let (archive, l1, _) = legacy_archive(&["a:1"], false);
     let key1 = BlobKey(Digest::from_hex(ID1).expect("hex"));
-    let got = read_known(&archive, staging.path(), &|k| (*k == key1).then(|| diff(&l1))).expect("import");
+    let got = read_known(&archive, staging.path(), &|k| {
+        (*k == key1).then(|| diff(&l1))
+    })
+    .expect("import");
     assert_eq!(got.layers[0].dir, None);
     assert_eq!(got.layers[0].stats, None);
     assert_eq!(got.layers[0].keys, [key1]);
     assert!(got.layers[1].dir.is_some());
-    assert_eq!(std::fs::read_dir(staging.path()).expect("dir").count(), 1, "only the unknown layer staged");
+    assert_eq!(
+        std::fs::read_dir(staging.path()).expect("dir").count(),
+        1,
+        "only the unknown layer staged"
+    );
 
     let staging = tempfile::tempdir().expect("staging");
     let liar = diff(b"not this content");
-    expect_err(read_known(&archive, staging.path(), &|k| (*k == key1).then_some(liar)), &[
-        &format!("{ID1}/layer.tar"),
-        "does not match",
-    ]);
+    expect_err(
+        read_known(&archive, staging.path(), &|k| (*k == key1).then_some(liar)),
+        &[&format!("{ID1}/layer.tar"), "does not match"],
+    );
     // OCI: keyed by the compressed blob digest.
     let staging = tempfile::tempdir().expect("staging");
     let (archive, l1) = oci_archive(gzip, "application/vnd.oci.image.layer.v1.tar+gzip");
     let got = read_known(&archive, staging.path(), &|_| None).expect("first import");
     let key = got.layers[0].keys[0];
     let staging = tempfile::tempdir().expect("staging");
-    let got = read_known(&archive, staging.path(), &|k| (*k == key).then(|| diff(&l1))).expect("re-import");
+    let got = read_known(&archive, staging.path(), &|k| {
+        (*k == key).then(|| diff(&l1))
+    })
+    .expect("re-import");
     assert_eq!(got.layers[0].dir, None);
 }

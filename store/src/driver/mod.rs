@@ -35,14 +35,22 @@ use crate::mounts::MountSpec;
 #[non_exhaustive]
 pub enum DriverError {
     #[error("{context} {path}: {source}")]
-    Io { context: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("unknown storage driver {0:?} (known: overlay2, vfs)")]
     Unknown(String),
 }
 
 pub(crate) fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DriverError {
     let path = path.to_path_buf();
-    move |source| DriverError::Io { context, path, source }
+    move |source| DriverError::Io {
+        context,
+        path,
+        source,
+    }
 }
 
 /// A layer as placed by a driver.
@@ -60,7 +68,12 @@ pub trait Driver: Send + Sync + Debug {
     /// Moves the staged overlay-format diff `staged` (a directory on the same filesystem) into
     /// place as layer `id` on top of `parent`. On error, `staged` may be left behind for the
     /// caller's `tmp/` cleanup and nothing is left under the driver's home.
-    fn create_layer(&self, id: CacheId, parent: Option<CacheId>, staged: &Path) -> Result<PlacedLayer, DriverError>;
+    fn create_layer(
+        &self,
+        id: CacheId,
+        parent: Option<CacheId>,
+        staged: &Path,
+    ) -> Result<PlacedLayer, DriverError>;
 
     /// Removes a layer's directory (and short link). Idempotent.
     fn remove_layer(&self, id: CacheId, short_link: &str) -> Result<(), DriverError>;
@@ -103,4 +116,3 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), DriverError> {
         .and_then(|f| f.sync_all())
         .map_err(io_err("syncing", path))
 }
-

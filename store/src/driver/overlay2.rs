@@ -39,7 +39,10 @@ fn short_link_for(id: CacheId, attempt: u8) -> String {
     let bytes = id.as_bytes();
     (0..26)
         .map(|i| {
-            let b = bytes[i] ^ attempt.wrapping_mul(31).wrapping_add(u8::try_from(i).unwrap_or(0));
+            let b = bytes[i]
+                ^ attempt
+                    .wrapping_mul(31)
+                    .wrapping_add(u8::try_from(i).unwrap_or(0));
             char::from(ALPHABET[usize::from(b & 31)])
         })
         .collect()
@@ -50,7 +53,12 @@ impl Driver for Overlay2 {
         "overlay2"
     }
 
-    fn create_layer(&self, id: CacheId, _parent: Option<CacheId>, staged: &Path) -> Result<PlacedLayer, DriverError> {
+    fn create_layer(
+        &self,
+        id: CacheId,
+        _parent: Option<CacheId>,
+        staged: &Path,
+    ) -> Result<PlacedLayer, DriverError> {
         let dir = self.layer_dir(id);
         ensure_dir(&dir)?;
         let diff = dir.join("diff");
@@ -59,9 +67,14 @@ impl Driver for Overlay2 {
         let mut attempt = 0u8;
         let short = loop {
             let short = short_link_for(id, attempt);
-            match symlink(Path::new("..").join(id.hex()).join("diff"), links.join(&short)) {
+            match symlink(
+                Path::new("..").join(id.hex()).join("diff"),
+                links.join(&short),
+            ) {
                 Ok(()) => break short,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                    attempt += 1
+                }
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&dir);
                     return Err(io_err("creating short link in", &links)(e));
@@ -79,7 +92,9 @@ impl Driver for Overlay2 {
         if !short_link.is_empty() {
             let link = self.home.join(LINK_DIR).join(short_link);
             match std::fs::remove_file(&link) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("removing", &link)(e)),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err("removing", &link)(e));
+                }
                 _ => {}
             }
         }
@@ -91,11 +106,19 @@ impl Driver for Overlay2 {
     }
 
     fn view(&self, chain: &[(CacheId, String)]) -> MountSpec {
-        let mut lower: Vec<PathBuf> = chain.iter().rev().map(|(_, short)| Path::new(LINK_DIR).join(short)).collect();
+        let mut lower: Vec<PathBuf> = chain
+            .iter()
+            .rev()
+            .map(|(_, short)| Path::new(LINK_DIR).join(short))
+            .collect();
         if lower.len() < 2 {
             lower.push(PathBuf::from(EMPTY_DIR));
         }
-        MountSpec::Overlay { base: self.home.clone(), lower, upper: None }
+        MountSpec::Overlay {
+            base: self.home.clone(),
+            lower,
+            upper: None,
+        }
     }
 
     fn stored_ids(&self) -> Result<Vec<String>, DriverError> {
@@ -144,20 +167,29 @@ mod tests {
         let id = CacheId::random();
         let s = short_link_for(id, 0);
         assert_eq!(s.len(), 26);
-        assert!(s.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        );
         assert_ne!(s, short_link_for(id, 1));
     }
 
     #[test]
     fn view_lists_lowers_top_first_and_pads_a_single_layer() {
-        let d = Overlay2 { home: "/s/overlay2".into() };
+        let d = Overlay2 {
+            home: "/s/overlay2".into(),
+        };
         let a = (CacheId::random(), "AAA".to_string());
         let b = (CacheId::random(), "BBB".to_string());
-        let MountSpec::Overlay { lower, upper, base } = d.view(&[a.clone(), b]) else { panic!() };
+        let MountSpec::Overlay { lower, upper, base } = d.view(&[a.clone(), b]) else {
+            panic!()
+        };
         assert_eq!(lower, vec![PathBuf::from("l/BBB"), PathBuf::from("l/AAA")]);
         assert_eq!(base, PathBuf::from("/s/overlay2"));
         assert!(upper.is_none());
-        let MountSpec::Overlay { lower, .. } = d.view(&[a]) else { panic!() };
+        let MountSpec::Overlay { lower, .. } = d.view(&[a]) else {
+            panic!()
+        };
         assert_eq!(lower, vec![PathBuf::from("l/AAA"), PathBuf::from("empty")]);
     }
 }

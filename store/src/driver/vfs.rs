@@ -35,7 +35,12 @@ impl Driver for Vfs {
         "vfs"
     }
 
-    fn create_layer(&self, id: CacheId, parent: Option<CacheId>, staged: &Path) -> Result<PlacedLayer, DriverError> {
+    fn create_layer(
+        &self,
+        id: CacheId,
+        parent: Option<CacheId>,
+        staged: &Path,
+    ) -> Result<PlacedLayer, DriverError> {
         let dir = self.home.join(id.hex());
         let built = (|| {
             ensure_dir(&dir)?;
@@ -53,7 +58,9 @@ impl Driver for Vfs {
         if built.is_err() {
             let _ = remove_tree(&dir);
         }
-        built.map(|()| PlacedLayer { short_link: String::new() })
+        built.map(|()| PlacedLayer {
+            short_link: String::new(),
+        })
     }
 
     fn remove_layer(&self, id: CacheId, _short_link: &str) -> Result<(), DriverError> {
@@ -65,8 +72,14 @@ impl Driver for Vfs {
     }
 
     fn view(&self, chain: &[(CacheId, String)]) -> MountSpec {
-        let top = chain.last().map_or_else(|| self.home.clone(), |(id, _)| self.home.join(id.hex()).join("fs"));
-        MountSpec::Bind { source: top, readonly: true }
+        let top = chain.last().map_or_else(
+            || self.home.clone(),
+            |(id, _)| self.home.join(id.hex()).join("fs"),
+        );
+        MountSpec::Bind {
+            source: top,
+            readonly: true,
+        }
     }
 
     fn stored_ids(&self) -> Result<Vec<String>, DriverError> {
@@ -98,7 +111,12 @@ fn apply_diff(diff: &Path, tree: &Path) -> Result<(), DriverError> {
     finish_dirs(&dirs)
 }
 
-fn apply_dir(diff: &Path, tree: &Path, links: &mut LinkMap, dirs: &mut Vec<(PathBuf, fs::Metadata)>) -> Result<(), DriverError> {
+fn apply_dir(
+    diff: &Path,
+    tree: &Path,
+    links: &mut LinkMap,
+    dirs: &mut Vec<(PathBuf, fs::Metadata)>,
+) -> Result<(), DriverError> {
     let mut entries: Vec<_> = fs::read_dir(diff)
         .map_err(io_err("listing", diff))?
         .collect::<Result<_, _>>()
@@ -115,7 +133,10 @@ fn apply_dir(diff: &Path, tree: &Path, links: &mut LinkMap, dirs: &mut Vec<(Path
         }
         let existing = fs::symlink_metadata(&dst).ok();
         if ft.is_dir() {
-            let opaque = xattr::get(&src, OPAQUE_XATTR).ok().flatten().is_some_and(|v| v == b"y");
+            let opaque = xattr::get(&src, OPAQUE_XATTR)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y");
             match existing {
                 Some(m) if m.is_dir() && !opaque => {}
                 Some(_) => {
@@ -168,7 +189,13 @@ fn copy_node(
             .map_err(io_err("listing", src))?;
         entries.sort_by_key(fs::DirEntry::file_name);
         for e in entries {
-            copy_node(&e.path(), &dst.join(e.file_name()), links, dirs, skip_xattrs)?;
+            copy_node(
+                &e.path(),
+                &dst.join(e.file_name()),
+                links,
+                dirs,
+                skip_xattrs,
+            )?;
         }
         copy_owner_mode_xattrs(src, dst, &meta, skip_xattrs)?;
         dirs.push((dst.to_path_buf(), meta));
@@ -189,18 +216,30 @@ fn copy_node(
         } else {
             nix::sys::stat::SFlag::S_IFSOCK
         };
-        nix::sys::stat::mknod(dst, kind, nix::sys::stat::Mode::from_bits_truncate(0o600), meta.rdev())
-            .map_err(|e| io_err("creating node", dst)(e.into()))?;
+        nix::sys::stat::mknod(
+            dst,
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            meta.rdev(),
+        )
+        .map_err(|e| io_err("creating node", dst)(e.into()))?;
     }
     copy_owner_mode_xattrs(src, dst, &meta, skip_xattrs)?;
     set_times(dst, &meta)
 }
 
-fn copy_owner_mode_xattrs(src: &Path, dst: &Path, meta: &fs::Metadata, skip: &[&str]) -> Result<(), DriverError> {
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(io_err("chown", dst))?;
+fn copy_owner_mode_xattrs(
+    src: &Path,
+    dst: &Path,
+    meta: &fs::Metadata,
+    skip: &[&str],
+) -> Result<(), DriverError> {
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
+        .map_err(io_err("chown", dst))?;
     if !meta.file_type().is_symlink() {
         // After chown, which clears setuid/setgid.
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_err("chmod", dst))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(io_err("chmod", dst))?;
     }
     if let Ok(names) = xattr::list(src) {
         for name in names {

@@ -15,7 +15,7 @@ pub use codec::CodecError;
 pub use records::{ContainerRecord, ImageConfigRecord, ImageRecord, LayerRecord, VolumeRecord};
 pub use schema::SCHEMA_VERSION;
 
-use crate::ids::{ChainId, Digest, DiffId, ImageId, ImageRef};
+use crate::ids::{ChainId, DiffId, Digest, ImageId, ImageRef};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAYERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("layers");
@@ -34,13 +34,23 @@ pub enum MetaError {
     #[error(
         "database {path} has schema version {found}, newer than this strata understands ({supported}); upgrade strata"
     )]
-    NewerSchema { path: String, found: u64, supported: u64 },
+    NewerSchema {
+        path: String,
+        found: u64,
+        supported: u64,
+    },
     #[error("database {path}: {source}")]
-    Open { path: String, source: redb::DatabaseError },
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
     #[error("database: {0}")]
     Redb(#[from] redb::Error),
     #[error("database record in table {table}: {source}")]
-    Codec { table: &'static str, source: CodecError },
+    Codec {
+        table: &'static str,
+        source: CodecError,
+    },
 }
 
 macro_rules! redb_from {
@@ -57,7 +67,10 @@ redb_from!(
     redb::CommitError
 );
 
-fn decode<T: serde::de::DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, MetaError> {
+fn decode<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, MetaError> {
     codec::decode(bytes).map_err(|source| MetaError::Codec { table, source })
 }
 
@@ -74,18 +87,25 @@ impl MetaDb {
         let shown = path.display().to_string();
         let db = redb::Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(shown.clone()),
-            source => MetaError::Open { path: shown.clone(), source },
+            source => MetaError::Open {
+                path: shown.clone(),
+                source,
+            },
         })?;
         schema::migrate(&db, &shown)?;
         Ok(Self { db })
     }
 
     pub fn read(&self) -> Result<ReadTxn, MetaError> {
-        Ok(ReadTxn { txn: self.db.begin_read()? })
+        Ok(ReadTxn {
+            txn: self.db.begin_read()?,
+        })
     }
 
     pub fn write(&self) -> Result<WriteTxn, MetaError> {
-        Ok(WriteTxn { txn: self.db.begin_write()? })
+        Ok(WriteTxn {
+            txn: self.db.begin_write()?,
+        })
     }
 }
 
@@ -116,7 +136,10 @@ where
     }
 }
 
-fn all_records<T, K>(table: &impl ReadableTable<K, &'static [u8]>, name: &'static str) -> Result<Vec<T>, MetaError>
+fn all_records<T, K>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    name: &'static str,
+) -> Result<Vec<T>, MetaError>
 where
     T: serde::de::DeserializeOwned,
     K: redb::Key + 'static,

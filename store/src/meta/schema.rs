@@ -10,9 +10,14 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 const VERSION_KEY: &str = "schema_version";
 
+type Migration = fn(&WriteTransaction) -> Result<(), MetaError>;
+
 /// `MIGRATIONS[n]` moves a database from version `n` to `n + 1`. Version 0 is a new, empty file.
-const MIGRATIONS: [fn(&WriteTransaction) -> Result<(), MetaError>; SCHEMA_VERSION as usize] =
-    [create_v1_tables];
+const MIGRATIONS: [Migration; 1] = [create_v1_tables];
+const _: () = assert!(
+    MIGRATIONS.len() as u64 == SCHEMA_VERSION,
+    "one migration per version"
+);
 
 fn create_v1_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
     txn.open_table(LAYERS)?;
@@ -40,7 +45,11 @@ pub(super) fn migrate(db: &redb::Database, path: &str) -> Result<(), MetaError> 
     if found == SCHEMA_VERSION {
         return Ok(());
     }
-    for (from, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(usize::MAX)) {
+    for (from, step) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(usize::MAX))
+    {
         step(&txn)?;
         tracing::info!(database = path, from, to = from + 1, "migrated schema");
     }
@@ -53,6 +62,9 @@ pub(super) fn migrate(db: &redb::Database, path: &str) -> Result<(), MetaError> 
 #[cfg(test)]
 pub(super) fn set_version(db: &redb::Database, version: u64) {
     let txn = db.begin_write().unwrap();
-    txn.open_table(META).unwrap().insert(VERSION_KEY, version).unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert(VERSION_KEY, version)
+        .unwrap();
     txn.commit().unwrap();
 }

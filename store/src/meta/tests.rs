@@ -20,7 +20,7 @@ fn layer() -> LayerRecord {
         chain_id: ChainId(d(1)),
         diff_id: DiffId(d(2)),
         parent: Some(ChainId(d(3))),
-        cache_id: format!("{}", "ab".repeat(32)).parse::<CacheId>().unwrap(),
+        cache_id: "ab".repeat(32).parse::<CacheId>().unwrap(),
         short_link: "ABCDEFGHIJKLMNOPQRSTUVWXYZ".into(),
         size: 300,
         tar_bytes: 10240,
@@ -76,24 +76,24 @@ fn layer_record_encoding_is_stable() {
 fn image_record_encoding_is_stable() {
     let bytes = codec::encode(&image());
     let golden = [
-        "01".to_owned(),                       // format byte
-        "04".repeat(32),                       // id
-        "01056c696e7578".to_owned(),           // os: Some("linux")
-        "0105616d643634".to_owned(),           // architecture: Some("amd64")
-        "0000".to_owned(),                     // created, author: None
-        "0103413d31".to_owned(),               // env: ["A=1"]
-        "00".to_owned(),                       // entrypoint: None
-        "0101027368".to_owned(),               // cmd: Some(["sh"])
-        "01012f".to_owned(),                   // working_dir: Some("/")
-        "00".to_owned(),                       // user: None
-        "01016b0176".to_owned(),               // labels: {k: v}
-        "027b7d".to_owned(),                   // config_json: b"{}"
-        format!("01{}", "02".repeat(32)),      // diff_ids
-        format!("01{}", "02".repeat(32)),      // chain
-        "01016101".to_owned() + "62",          // tags: [a:b]
-        "fb2c01".to_owned(),                   // size 300
-        "fc01f15365".to_owned(),               // imported
-        "0001".to_owned(),                     // view_mounts, container_users
+        "01".to_owned(),                  // format byte
+        "04".repeat(32),                  // id
+        "01056c696e7578".to_owned(),      // os: Some("linux")
+        "0105616d643634".to_owned(),      // architecture: Some("amd64")
+        "0000".to_owned(),                // created, author: None
+        "0103413d31".to_owned(),          // env: ["A=1"]
+        "00".to_owned(),                  // entrypoint: None
+        "0101027368".to_owned(),          // cmd: Some(["sh"])
+        "01012f".to_owned(),              // working_dir: Some("/")
+        "00".to_owned(),                  // user: None
+        "01016b0176".to_owned(),          // labels: {k: v}
+        "027b7d".to_owned(),              // config_json: b"{}"
+        format!("01{}", "02".repeat(32)), // diff_ids
+        format!("01{}", "02".repeat(32)), // chain
+        "01016101".to_owned() + "62",     // tags: [a:b]
+        "fb2c01".to_owned(),              // size 300
+        "fc01f15365".to_owned(),          // imported
+        "0001".to_owned(),                // view_mounts, container_users
     ]
     .concat();
     assert_eq!(hexs(&bytes), golden, "image record encoding changed");
@@ -108,25 +108,53 @@ fn container_and_volume_encodings_are_stable() {
         image: ImageId(d(5)),
         created: 5,
     };
-    let v = VolumeRecord { name: "data".into(), labels: BTreeMap::new(), created: 6, users: 0 };
+    let v = VolumeRecord {
+        name: "data".into(),
+        labels: BTreeMap::new(),
+        created: 6,
+        users: 0,
+    };
     assert_eq!(
         hexs(&codec::encode(&c)),
-        format!("01{}03{}{}05", "cd".repeat(32), hexs(b"web"), "05".repeat(32))
+        format!(
+            "01{}03{}{}05",
+            "cd".repeat(32),
+            hexs(b"web"),
+            "05".repeat(32)
+        )
     );
-    assert_eq!(hexs(&codec::encode(&v)), format!("0104{}000600", hexs(b"data")));
-    assert_eq!(codec::decode::<ContainerRecord>(&codec::encode(&c)).unwrap(), c);
-    assert_eq!(codec::decode::<VolumeRecord>(&codec::encode(&v)).unwrap(), v);
+    assert_eq!(
+        hexs(&codec::encode(&v)),
+        format!("0104{}000600", hexs(b"data"))
+    );
+    assert_eq!(
+        codec::decode::<ContainerRecord>(&codec::encode(&c)).unwrap(),
+        c
+    );
+    assert_eq!(
+        codec::decode::<VolumeRecord>(&codec::encode(&v)).unwrap(),
+        v
+    );
 }
 
 #[test]
 fn decode_refuses_unknown_format_and_trailing_bytes() {
     let mut bytes = codec::encode(&layer());
     bytes[0] = 9;
-    assert!(matches!(codec::decode::<LayerRecord>(&bytes), Err(CodecError::UnknownFormat(9))));
+    assert!(matches!(
+        codec::decode::<LayerRecord>(&bytes),
+        Err(CodecError::UnknownFormat(9))
+    ));
     let mut bytes = codec::encode(&layer());
     bytes.push(0);
-    assert!(matches!(codec::decode::<LayerRecord>(&bytes), Err(CodecError::Corrupt(_))));
-    assert!(matches!(codec::decode::<LayerRecord>(&[]), Err(CodecError::Empty)));
+    assert!(matches!(
+        codec::decode::<LayerRecord>(&bytes),
+        Err(CodecError::Corrupt(_))
+    ));
+    assert!(matches!(
+        codec::decode::<LayerRecord>(&[]),
+        Err(CodecError::Empty)
+    ));
 }
 
 #[test]
@@ -170,7 +198,10 @@ fn a_database_from_a_newer_schema_is_refused_and_left_alone() {
         schema::set_version(&db.db, SCHEMA_VERSION + 1);
     }
     let err = MetaDb::open(&path).unwrap_err();
-    assert!(matches!(err, MetaError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
+    assert!(
+        matches!(err, MetaError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
     assert!(err.to_string().contains("upgrade strata"));
 }
 

@@ -53,20 +53,34 @@ fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 /// Opens `path` (trusted: chosen by our caller, not by archive content) as a directory.
 pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let c = cstring(path.as_os_str().as_bytes())?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    owned(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })
+    owned(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
 }
 
 /// Opens the directory `rel` (relative, no `..`) beneath `root`, refusing any symlink on the way
 /// (`ELOOP`) and any escape (`EXDEV`). `rel` may be `.` for `root` itself.
-pub(crate) fn open_dir_beneath(root: BorrowedFd<'_>, rel: &CStr, path_only: bool) -> io::Result<OwnedFd> {
-    let access = if path_only { libc::O_PATH } else { libc::O_RDONLY };
+pub(crate) fn open_dir_beneath(
+    root: BorrowedFd<'_>,
+    rel: &CStr,
+    path_only: bool,
+) -> io::Result<OwnedFd> {
+    let access = if path_only {
+        libc::O_PATH
+    } else {
+        libc::O_RDONLY
+    };
     let flags = access | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: open_how is plain old data for which all-zero is the documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -85,7 +99,8 @@ pub(crate) fn open_dir_beneath(root: BorrowedFd<'_>, rel: &CStr, path_only: bool
             )
         };
         if ret >= 0 {
-            let fd = RawFd::try_from(ret).map_err(|_| io::Error::other("openat2 returned an invalid fd"))?;
+            let fd = RawFd::try_from(ret)
+                .map_err(|_| io::Error::other("openat2 returned an invalid fd"))?;
             return owned(fd);
         }
         let err = io::Error::last_os_error();
@@ -124,8 +139,16 @@ fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 }
 
 /// Opens the directory `name` in `dir` without following a symlink there.
-pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr, path_only: bool) -> io::Result<OwnedFd> {
-    let access = if path_only { libc::O_PATH } else { libc::O_RDONLY };
+pub(crate) fn open_dir_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    path_only: bool,
+) -> io::Result<OwnedFd> {
+    let access = if path_only {
+        libc::O_PATH
+    } else {
+        libc::O_RDONLY
+    };
     // SAFETY: `dir` is an open fd and `name` a valid C string.
     owned(unsafe {
         libc::openat(
@@ -183,7 +206,13 @@ pub(crate) fn hardlink_at(
 }
 
 /// `mknodat(2)`; `mode` includes the file type bits (`S_IFCHR`, `S_IFBLK`, `S_IFIFO`).
-pub(crate) fn mknod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+pub(crate) fn mknod_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mode: u32,
+    major: u32,
+    minor: u32,
+) -> io::Result<()> {
     let dev = libc::makedev(major, minor);
     // SAFETY: `dir` is an open fd and `name` a valid C string.
     cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, dev) }).map(drop)
@@ -192,7 +221,16 @@ pub(crate) fn mknod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32, major: u32, 
 /// `fchownat(2)` with `AT_SYMLINK_NOFOLLOW`.
 pub(crate) fn lchown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: `dir` is an open fd and `name` a valid C string.
-    cvt(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    cvt(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
 }
 
 pub(crate) fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
@@ -232,7 +270,12 @@ pub(crate) fn chmod_at_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> 
 }
 
 /// Sets access and modification time of `name` without following a symlink there.
-pub(crate) fn set_times_at(dir: BorrowedFd<'_>, name: &CStr, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+pub(crate) fn set_times_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: Timestamp,
+    mtime: Timestamp,
+) -> io::Result<()> {
     let times = [atime.to_timespec(), mtime.to_timespec()];
     // SAFETY: `times` points at two timespecs as utimensat(2) requires; `dir` is open and
     // `name` valid.
@@ -247,7 +290,11 @@ pub(crate) fn set_times_at(dir: BorrowedFd<'_>, name: &CStr, atime: Timestamp, m
     .map(drop)
 }
 
-pub(crate) fn set_times_fd(fd: BorrowedFd<'_>, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+pub(crate) fn set_times_fd(
+    fd: BorrowedFd<'_>,
+    atime: Timestamp,
+    mtime: Timestamp,
+) -> io::Result<()> {
     let times = [atime.to_timespec(), mtime.to_timespec()];
     // SAFETY: `times` points at two timespecs; `fd` is an open, non-O_PATH fd.
     cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
@@ -255,18 +302,41 @@ pub(crate) fn set_times_fd(fd: BorrowedFd<'_>, atime: Timestamp, mtime: Timestam
 
 pub(crate) fn fsetxattr(fd: BorrowedFd<'_>, key: &CStr, value: &[u8]) -> io::Result<()> {
     // SAFETY: `key` is a valid C string and `value` a valid buffer of the given length.
-    cvt(unsafe { libc::fsetxattr(fd.as_raw_fd(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) }).map(drop)
+    cvt(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            key.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// `lsetxattr(2)` on `name` inside `dir`, for entries that cannot be opened for an fd (symlinks,
 /// devices). The path goes through `/proc/self/fd/<dir>`, which pins the directory we already
 /// hold; `name` is a single component and `lsetxattr` does not follow a final symlink.
-pub(crate) fn lsetxattr_at(dir: BorrowedFd<'_>, name: &CStr, key: &CStr, value: &[u8]) -> io::Result<()> {
+pub(crate) fn lsetxattr_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    key: &CStr,
+    value: &[u8],
+) -> io::Result<()> {
     let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     path.extend_from_slice(name.to_bytes());
     let path = cstring(&path)?;
     // SAFETY: all pointers are valid C strings / buffers for the duration of the call.
-    cvt(unsafe { libc::lsetxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) }).map(drop)
+    cvt(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            key.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// The type of `name` in `dir`, without following a symlink.
@@ -274,7 +344,14 @@ pub(crate) fn kind_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<FileKind> 
     // SAFETY: `stat` is plain old data; zeroed is a valid value that fstatat overwrites.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `dir` is open, `name` valid and `st` a valid out-pointer.
-    cvt(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &raw mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    cvt(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &raw mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
     Ok(match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => FileKind::Dir,
         libc::S_IFLNK => FileKind::Symlink,
@@ -286,7 +363,14 @@ pub(crate) fn kind_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<FileKind> 
 pub(crate) fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: `buf` is writable for `buf.len()` bytes; `dir` is open and `name` valid.
-    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
     buf.truncate(n);
     Ok(buf)

@@ -1,4 +1,4 @@
-//! mount(2), the new mount API (fsopen/fsconfig/fsmount/move_mount), umount2 and syncfs.
+//! `mount(2)`, the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`), `umount2` and `syncfs`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -16,7 +16,8 @@ const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
@@ -34,12 +35,15 @@ impl FsContext {
     pub(crate) fn open(fstype: &CStr) -> io::Result<Self> {
         // SAFETY: fstype is a valid NUL-terminated string; the flags are a plain integer.
         let fd = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
-        let fd = i32::try_from(fd).map_err(|_| io::Error::other("fsopen returned an impossible fd"))?;
+        let fd =
+            i32::try_from(fd).map_err(|_| io::Error::other("fsopen returned an impossible fd"))?;
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fsopen returned a new file descriptor that nothing else owns.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     /// `fsconfig(FSCONFIG_SET_STRING, key, value)`.
@@ -58,7 +62,11 @@ impl FsContext {
                 0,
             )
         };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Creates the superblock, makes a detached mount of it and attaches it at `target`.
@@ -79,8 +87,16 @@ impl FsContext {
         }
         let attrs = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
         // SAFETY: the fd is a configured fs context; flags and attrs are plain integers.
-        let mfd = unsafe { libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
-        let mfd = i32::try_from(mfd).map_err(|_| io::Error::other("fsmount returned an impossible fd"))?;
+        let mfd = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.fd.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attrs,
+            )
+        };
+        let mfd = i32::try_from(mfd)
+            .map_err(|_| io::Error::other("fsmount returned an impossible fd"))?;
         if mfd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -99,7 +115,11 @@ impl FsContext {
                 MOVE_MOUNT_F_EMPTY_PATH,
             )
         };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -107,7 +127,13 @@ impl FsContext {
 /// resolved from `cwd`. The current directory is per process, so the mount runs in a forked
 /// child that changes directory, mounts and exits (Docker's overlay2 does the same with a
 /// re-exec) — the daemon's other threads never see a changed directory.
-pub(crate) fn mount_from_dir(cwd: &Path, fstype: &str, data: &str, target: &Path, readonly: bool) -> io::Result<()> {
+pub(crate) fn mount_from_dir(
+    cwd: &Path,
+    fstype: &str,
+    data: &str,
+    target: &Path,
+    readonly: bool,
+) -> io::Result<()> {
     let cwd = cpath(cwd)?;
     let fstype = cstring(fstype.as_bytes())?;
     let data = cstring(data.as_bytes())?;
@@ -125,25 +151,45 @@ pub(crate) fn mount_from_dir(cwd: &Path, fstype: &str, data: &str, target: &Path
             if libc::chdir(cwd.as_ptr()) != 0 {
                 libc::_exit(*libc::__errno_location());
             }
-            let rc = libc::mount(c"overlay".as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast());
-            libc::_exit(if rc == 0 { 0 } else { *libc::__errno_location() });
+            let rc = libc::mount(
+                c"overlay".as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            );
+            libc::_exit(if rc == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            });
         }
     }
-    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).map_err(io::Error::from)?;
+    let status =
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).map_err(io::Error::from)?;
     match status {
         nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
         nix::sys::wait::WaitStatus::Exited(_, errno) => Err(io::Error::from_raw_os_error(errno)),
-        other => Err(io::Error::other(format!("mount helper ended abnormally: {other:?}"))),
+        other => Err(io::Error::other(format!(
+            "mount helper ended abnormally: {other:?}"
+        ))),
     }
 }
 
 /// A bind mount of `source` at `target`, then a read-only remount if asked (the kernel ignores
-/// MS_RDONLY on the initial bind).
+/// `MS_RDONLY` on the initial bind).
 pub(crate) fn bind(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
-    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    nix::mount::mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
     if readonly {
         let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
+        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>)
+        {
             let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
             return Err(e.into());
         }
@@ -151,9 +197,13 @@ pub(crate) fn bind(source: &Path, target: &Path, readonly: bool) -> io::Result<(
     Ok(())
 }
 
-/// `umount2(target)`; `detach` makes it lazy (MNT_DETACH) for mounts still busy.
+/// `umount2(target)`; `detach` makes it lazy (`MNT_DETACH`) for mounts still busy.
 pub(crate) fn unmount(target: &Path, detach: bool) -> io::Result<()> {
-    let flags = if detach { MntFlags::MNT_DETACH } else { MntFlags::empty() };
+    let flags = if detach {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
     nix::mount::umount2(target, flags).map_err(io::Error::from)
 }
 
@@ -162,5 +212,9 @@ pub(crate) fn syncfs(path: &Path) -> io::Result<()> {
     let dir = std::fs::File::open(path)?;
     // SAFETY: the fd is open for the duration of the call.
     let rc = unsafe { libc::syscall(libc::SYS_syncfs, dir.as_raw_fd()) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }

@@ -1,6 +1,10 @@
 //! Helpers shared by the store's black-box tests: open a store in a temp dir, import builder
 //! archives, and snapshot what a mount shows.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with context, like the tests"
+)]
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::path::{Path, PathBuf};
@@ -21,7 +25,11 @@ impl TestStore {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(base).unwrap();
         let dir = tempfile::tempdir_in(base).unwrap();
-        let mut s = Self { store: None, dir, driver: driver.to_owned() };
+        let mut s = Self {
+            store: None,
+            dir,
+            driver: driver.to_owned(),
+        };
         s.reopen();
         s
     }
@@ -37,7 +45,10 @@ impl TestStore {
     /// Closes and opens the store again (start-up reconcile runs).
     pub fn reopen(&mut self) -> strata_store::ReconcileReport {
         self.store = None;
-        let opts = StoreOptions { root: self.root(), driver: self.driver.clone() };
+        let opts = StoreOptions {
+            root: self.root(),
+            driver: self.driver.clone(),
+        };
         let (store, report) = Store::open(&opts).unwrap();
         self.store = Some(store);
         report
@@ -80,7 +91,9 @@ impl Drop for TestStore {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
@@ -100,7 +113,11 @@ pub fn tall_image(n: usize, tag: &str) -> ImageBuilder {
         .map(|i| {
             let mut l = strata_testkit::LayerBuilder::new();
             l.dir("layers", 0o755)
-                .file(&format!("layers/{i:04}"), format!("layer {i}\n").as_bytes(), 0o644)
+                .file(
+                    &format!("layers/{i:04}"),
+                    format!("layer {i}\n").as_bytes(),
+                    0o644,
+                )
                 .file("top", format!("{i}\n").as_bytes(), 0o644);
             l.build()
         })
