@@ -76,6 +76,17 @@ impl Client {
         path: &str,
         body: Body,
     ) -> Result<Response<Incoming>, ClientError> {
+        self.send_with_type(method, path, body, "application/octet-stream")
+            .await
+    }
+
+    async fn send_with_type(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        content_type: &str,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -94,6 +105,7 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "stratad")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(body)?;
         let response = sender.send_request(request).await?;
         if response.status().is_success() {
@@ -136,4 +148,69 @@ pub fn empty() -> Body {
 /// A streaming request body.
 pub fn streaming(chunks: impl Stream<Item = io::Result<Bytes>> + Send + Sync + 'static) -> Body {
     BodyExt::boxed(StreamBody::new(chunks.map(|c| c.map(Frame::data))))
+}
+
+impl Client {
+    /// Starts an exec: upgrades the connection, hands the daemon this process's stdin, stdout
+    /// and stderr (`SCM_RIGHTS`), and waits for the command's exit code.
+    pub async fn exec(&self, path: &str) -> Result<i32, ClientError> {
+        use crate::api::containers::{EXEC_PROTOCOL, ExecOutcome};
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { socket: self.socket.clone(), source })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "stratad")
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, EXEC_PROTOCOL)
+            .body(empty())?;
+        let response = sender.send_request(request).await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map_or_else(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)), |b| b.message);
+            return Err(ClientError::Api { status, message });
+        }
+        let upgraded = hyper::upgrade::on(response).await?;
+        let parts = upgraded
+            .downcast::<TokioIo<UnixStream>>()
+            .map_err(|_| ClientError::Decode("exec connection is not a unix socket".into()))?;
+        let stream = parts.io.into_inner().into_std()?;
+        let outcome = tokio::task::spawn_blocking(move || -> Result<ExecOutcome, ClientError> {
+            use std::io::BufRead;
+            use std::os::fd::AsRawFd;
+            stream.set_nonblocking(false)?;
+            let fds = [0, 1, 2];
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            let iov = [std::io::IoSlice::new(b"x")];
+            nix::sys::socket::sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+                .map_err(io::Error::from)?;
+            let mut line = String::new();
+            std::io::BufReader::new(&stream).read_line(&mut line)?;
+            serde_json::from_str(&line).map_err(|_| ClientError::Decode("the daemon closed the exec without an exit code".into()))
+        })
+        .await
+        .map_err(|e| ClientError::Decode(e.to_string()))??;
+        match outcome {
+            ExecOutcome::Exited { code } => Ok(code),
+            ExecOutcome::Error { message } => Err(ClientError::Api { status: StatusCode::BAD_REQUEST, message }),
+        }
+    }
+
+    /// A request with a JSON body whose answer is JSON.
+    pub async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<serde_json::Value, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let body = http_body_util::Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed();
+        let response = self.send_with_type(Method::POST, path, body, "application/json").await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
 }

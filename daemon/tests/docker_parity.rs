@@ -113,20 +113,18 @@ fn import_of_docker_saved_archive_mounts_the_tree_docker_exports() {
         &reference.expected,
     );
 
+    // Matched by repository name: the JSON shape of ids and tags is not a contract yet.
+    let repository = RICH_IMAGE_TAG.trim_end_matches(":latest");
     let listed = strata.strata_ok(STRATA, &["--json", "image", "ls"]);
-    let config_hex = rich_image()
-        .config_digest()
-        .trim_start_matches("sha256:")
-        .to_owned();
     assert!(
-        listed.contains(&config_hex[..12]),
-        "`strata --json image ls` does not list the imported image {config_hex}:\n{listed}"
+        listed.contains(repository),
+        "`strata --json image ls` does not list {repository} after import:\n{listed}"
     );
     strata.strata_ok(STRATA, &["image", "rm", RICH_IMAGE_TAG]);
     let listed = strata.strata_ok(STRATA, &["--json", "image", "ls"]);
     assert!(
-        !listed.contains(&config_hex[..12]),
-        "image still listed after `strata image rm`:\n{listed}"
+        !listed.contains(repository),
+        "{repository} still listed after `strata image rm`:\n{listed}"
     );
 }
 

@@ -88,7 +88,7 @@ fn config_record(c: &ImageConfig) -> ImageConfigRecord {
 }
 
 /// A staged directory that is removed when dropped, unless it was consumed.
-struct StagingDir(PathBuf);
+pub(crate) struct StagingDir(pub(crate) PathBuf);
 
 impl Drop for StagingDir {
     fn drop(&mut self) {
@@ -122,9 +122,19 @@ impl Store {
                 .ok()
                 .and_then(|r| r.blob_key(&key.0).ok().flatten())
         };
-        let imported = archive::read_image_archive(reader, &staging.0, &known, progress)
-            .map_err(ImportError::from)?;
-        for image in &imported.images {
+        let imported = archive::read_image_archive(reader, &staging.0, &known, progress).map_err(ImportError::from)?;
+        self.store_staged(&imported.images, &imported.layers, &staging.0)
+    }
+
+    /// Records staged images and layers: checks, places new layers, commits. On error the
+    /// layers this call placed are removed again; `staging` is the caller's to remove.
+    pub(crate) fn store_staged(
+        &self,
+        images: &[ArchiveImage],
+        layers: &[StagedLayer],
+        staging: &Path,
+    ) -> Result<Vec<ImportedImage>, Error> {
+        for image in images {
             if image.diff_ids.is_empty() {
                 return Err(ImportError::NoLayers(image.id.to_string()).into());
             }
@@ -142,13 +152,7 @@ impl Store {
 
         let txn = self.db.write()?;
         let mut placed: Vec<(CacheId, String)> = Vec::new();
-        let result = self.commit_import(
-            &txn,
-            &imported.images,
-            &imported.layers,
-            &staging.0,
-            &mut placed,
-        );
+        let result = self.commit_import(&txn, images, layers, staging, &mut placed);
         let outcome = result.and_then(|out| {
             if !placed.is_empty() {
                 crate::sys::mount::syncfs(&self.root).map_err(Error::io("syncing", &self.root))?;
@@ -316,7 +320,7 @@ impl Store {
     /// Finds an image by `repo:tag`, full id, or unique id prefix (at least 4 hex digits).
     pub fn resolve_image(&self, reference: &str) -> Result<ImageRecord, Error> {
         let r = self.db.read()?;
-        resolve_image(&r, reference)
+        resolve_image_in(&r, reference)
     }
 
     /// `image ls`: O(images × chain length), from records only.
@@ -357,7 +361,7 @@ impl Store {
     /// `image inspect`.
     pub fn inspect_image(&self, reference: &str) -> Result<ImageDetails, Error> {
         let r = self.db.read()?;
-        let img = resolve_image(&r, reference)?;
+        let img = resolve_image_in(&r, reference)?;
         let mut layers = Vec::with_capacity(img.chain.len());
         for (chain_id, diff_id) in img.chain.iter().zip(&img.diff_ids) {
             let size = r.layer(chain_id)?.map_or(0, |l| l.size);
@@ -387,7 +391,7 @@ impl Store {
     /// image it named before.
     pub fn tag_image(&self, source: &str, target: &ImageRef) -> Result<ImageId, Error> {
         let txn = self.db.write()?;
-        let img = resolve_image(&txn, source)?;
+        let img = resolve_image_in(&txn, source)?;
         retag(&txn, target, img.id)?;
         txn.commit()?;
         Ok(img.id)
@@ -399,7 +403,7 @@ impl Store {
     /// after: a crash in between leaves orphans that the next start-up removes.
     pub fn remove_image(&self, reference: &str, force: bool) -> Result<RemovedImage, Error> {
         let txn = self.db.write()?;
-        let mut img = resolve_image(&txn, reference)?;
+        let mut img = resolve_image_in(&txn, reference)?;
         let mut removed = RemovedImage::default();
         let by_tag = reference
             .parse::<ImageRef>()
@@ -468,7 +472,7 @@ impl Store {
     /// reference-counted: each call adds a reference and returns the same path.
     pub fn mount_image(&self, reference: &str) -> Result<PathBuf, Error> {
         let txn = self.db.write()?;
-        let mut img = resolve_image(&txn, reference)?;
+        let mut img = resolve_image_in(&txn, reference)?;
         let path = self.views_dir().join(img.id.0.hex());
         if img.view_mounts == 0 {
             let mut chain = Vec::with_capacity(img.chain.len());
@@ -500,7 +504,7 @@ impl Store {
     /// `image unmount`: drops one reference; the last one unmounts. `all` drops every one.
     pub fn unmount_image(&self, reference: &str, all: bool) -> Result<u32, Error> {
         let txn = self.db.write()?;
-        let mut img = resolve_image(&txn, reference)?;
+        let mut img = resolve_image_in(&txn, reference)?;
         if img.view_mounts == 0 {
             return Err(Error::Invalid(format!("image {} is not mounted", img.id)));
         }
@@ -547,7 +551,8 @@ fn retag(txn: &WriteTxn, tag: &ImageRef, id: ImageId) -> Result<(), Error> {
     Ok(())
 }
 
-fn resolve_image(r: &impl Reads, reference: &str) -> Result<ImageRecord, Error> {
+/// Finds an image inside a transaction (see [`Store::resolve_image`]).
+pub(crate) fn resolve_image_in(r: &impl Reads, reference: &str) -> Result<ImageRecord, Error> {
     let not_found = || Error::NotFound {
         kind: "image",
         name: reference.to_owned(),

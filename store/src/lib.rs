@@ -17,6 +17,7 @@
 //! record names.
 
 pub mod archive;
+mod container;
 pub mod driver;
 mod error;
 pub mod ids;
@@ -27,9 +28,13 @@ pub mod mounts;
 mod store;
 mod sys;
 mod usage;
+mod volume;
+pub mod mountspec;
 
+pub use container::{Change, ChangeKind, ContainerName, ContainerSummary, CreateOptions, ExecRequest, ExecStdio};
 pub use error::{Error, ErrorKind, ImportError, OpenError};
 pub use image::{ImageDetails, ImageLayer, ImageSummary, ImportedImage, RemovedImage};
 pub use layer::LayerSummary;
 pub use store::{ReconcileReport, Store, StoreInfo, StoreOptions};
 pub use usage::DiskUsage;
+pub use volume::{ANONYMOUS_LABEL, PrunedVolumes, VolumeSummary};

@@ -1,6 +1,7 @@
 //! The store: a root directory holding `meta.redb`, a driver home and `tmp/`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::driver::{self, Driver};
 use crate::error::{Error, OpenError};
 use crate::meta::{MetaDb, Reads, SCHEMA_VERSION};
+use crate::ids::CacheId;
 use crate::mounts;
 
 /// How to open a store.
@@ -43,6 +45,9 @@ pub struct Store {
     pub(crate) root: PathBuf,
     pub(crate) db: MetaDb,
     pub(crate) driver: Box<dyn Driver>,
+    /// Processes started by `exec`, per container: they live only as long as this process,
+    /// so they are not recorded in the database.
+    execs: Mutex<HashMap<CacheId, Vec<i32>>>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -66,9 +71,24 @@ impl Store {
         })?;
         let db = MetaDb::open(&root.join("meta.redb")).map_err(OpenError::from)?;
         let driver = driver::by_name(&opts.driver, &root).map_err(OpenError::from)?;
-        let store = Self { root, db, driver };
+        let store = Self { root, db, driver, execs: Mutex::new(HashMap::new()) };
         let report = store.reconcile()?;
         Ok((store, report))
+    }
+
+    pub(crate) fn track_exec(&self, id: CacheId, pid: i32, running: bool) {
+        let mut execs = self.execs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pids = execs.entry(id).or_default();
+        if running {
+            pids.push(pid);
+        } else {
+            pids.retain(|p| *p != pid);
+        }
+    }
+
+    pub(crate) fn exec_pids(&self, id: CacheId) -> Vec<i32> {
+        let execs = self.execs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        execs.get(&id).cloned().unwrap_or_default()
     }
 
     pub fn root(&self) -> &Path {
@@ -131,6 +151,20 @@ impl Store {
             }
         }
         let layers = txn.layers()?;
+        let containers = txn.containers()?;
+        let all_mounts: HashSet<PathBuf> =
+            mounts::mounts_under(&self.root).map_err(Error::io("reading mountinfo for", &self.root))?.into_iter().collect();
+        for mut c in containers.iter().cloned() {
+            let merged = self.driver.merged_dir(c.id);
+            if c.mounted > 0 && !all_mounts.contains(&merged) {
+                tracing::info!(container = %c.name, "container was mounted before a restart; resetting its mount count");
+                c.mounted = 0;
+                txn.put_container(&c)?;
+            } else if c.mounted == 0 && all_mounts.contains(&merged) {
+                mounts::unmount(&merged)?;
+                report.unmounted_stale.push(merged);
+            }
+        }
         txn.commit()?;
         for path in mounted.difference(&wanted) {
             mounts::unmount(path)?;
@@ -144,7 +178,8 @@ impl Store {
             }
         }
 
-        let known: HashSet<String> = layers.iter().map(|l| l.cache_id.hex()).collect();
+        let known: HashSet<String> =
+            layers.iter().map(|l| l.cache_id.hex()).chain(containers.iter().map(|c| c.id.hex())).collect();
         for name in self.driver.stored_ids()? {
             if !known.contains(&name) {
                 self.driver.remove_orphan(&name)?;

@@ -1,5 +1,6 @@
 //! `strata`: docker-like verbs, human tables, `--json` for scripts, one-line errors.
 
+mod container;
 mod format;
 
 use std::io::{IsTerminal, Write};
@@ -42,6 +43,12 @@ enum Command {
     /// Inspect and export layers
     #[command(subcommand)]
     Layer(LayerCmd),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(container::ContainerCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(container::VolumeCmd),
     /// Store-wide information
     #[command(subcommand)]
     System(SystemCmd),
@@ -157,6 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Image(cmd) => image(&client, cmd, json).await,
         Command::Layer(cmd) => layer(&client, cmd, json).await,
+        Command::Container(cmd) => container::container(&client, cmd, json).await,
+        Command::Volume(cmd) => container::volume(&client, cmd, json).await,
         Command::System(cmd) => system(&client, cmd, json).await,
     }
 }

@@ -176,6 +176,10 @@ fn regular_files_dirs_and_stats_are_faithful() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one layer with every kind of entry, then its checks"
+)]
 fn metadata_owner_mode_xattrs_links_and_devices_are_faithful() {
     let host = Host::new();
     let mut b = tar::Builder::new(Vec::new());
@@ -450,12 +454,16 @@ fn entries_replacing_symlinks_never_write_through_them() {
     );
 }
 
+/// Symlinks to create first (name, target), the entry or link target under test, and a word
+/// the error must contain.
+type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+
 #[test]
 fn bad_hardlinks_are_refused() {
     let host_probe = Host::new();
     let sentinel_abs = host_probe.tmp.path().join("sentinel").display().to_string();
     drop(host_probe);
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (vec![], "../sentinel", "escapes"),
         (vec![], "a/../../sentinel", "escapes"),
         (vec![], "missing", "does not exist"),
@@ -480,7 +488,7 @@ fn bad_hardlinks_are_refused() {
 
 #[test]
 fn whiteouts_outside_or_through_symlinks_are_refused() {
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (vec![], "../.wh.sentinel", "escapes"),
         (vec![], "a/../../.wh.x", "escapes"),
         (vec![("l", "..")], "l/.wh.sentinel", "symlink"),

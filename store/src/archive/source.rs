@@ -390,18 +390,8 @@ fn read_entries(
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             let target = entry.link_name_bytes().unwrap_or_default();
-            let target = String::from_utf8_lossy(&target).into_owned();
-            let resolved = if kind.is_symlink() {
-                if target.starts_with('/') {
-                    return Err(ArchiveError::PathEscape { path: target });
-                }
-                let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
-                archive_path(&format!("{dir}/{target}")).map_err(|_| ArchiveError::PathEscape {
-                    path: format!("{name} -> {target}"),
-                })?
-            } else {
-                archive_path(&target)?
-            };
+            let resolved =
+                alias_target(&name, &String::from_utf8_lossy(&target), kind.is_symlink())?;
             blobs.aliases.insert(name.clone(), resolved);
             blobs.files.remove(&name);
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
@@ -450,6 +440,23 @@ fn read_entries(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(ArchiveError::Read)?;
     Ok(blobs)
+}
+
+/// The archive path a symlink (relative to its directory) or hardlink (relative to the archive
+/// root) entry stands for.
+fn alias_target(name: &str, target: &str, symlink: bool) -> Result<String, ArchiveError> {
+    if !symlink {
+        return archive_path(target);
+    }
+    if target.starts_with('/') {
+        return Err(ArchiveError::PathEscape {
+            path: format!("{name} -> {target}"),
+        });
+    }
+    let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+    archive_path(&format!("{dir}/{target}")).map_err(|_| ArchiveError::PathEscape {
+        path: format!("{name} -> {target}"),
+    })
 }
 
 /// Reads one regular entry: buffers metadata, extracts or verifies layers, and checks the

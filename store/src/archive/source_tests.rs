@@ -105,7 +105,7 @@ fn read_known(
 ) -> Result<ImportedArchive, ArchiveError> {
     let mut entries = Vec::new();
     let result = read_image_archive(archive, staging, known, &mut |p| {
-        entries.push(p.entry.clone())
+        entries.push(p.entry.clone());
     });
     if result.is_err() {
         assert_eq!(

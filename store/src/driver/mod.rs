@@ -42,6 +42,8 @@ pub enum DriverError {
     },
     #[error("unknown storage driver {0:?} (known: overlay2, vfs)")]
     Unknown(String),
+    #[error("the {driver} driver does not support {what}")]
+    Unsupported { driver: &'static str, what: &'static str },
 }
 
 pub(crate) fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DriverError {
@@ -83,6 +85,18 @@ pub trait Driver: Send + Sync + Debug {
 
     /// Describes a read-only mount of `chain` (bottom first). Pure: touches nothing.
     fn view(&self, chain: &[(CacheId, String)]) -> MountSpec;
+
+    /// Creates the writable directories of container `id` over `chain` (bottom first).
+    fn create_rw(&self, id: CacheId, chain: &[(CacheId, String)]) -> Result<(), DriverError>;
+
+    /// Describes the read-write mount of container `id` over `chain`. Pure.
+    fn rw_mount(&self, id: CacheId, chain: &[(CacheId, String)]) -> MountSpec;
+
+    /// Where container `id` is mounted.
+    fn merged_dir(&self, id: CacheId) -> PathBuf;
+
+    /// The container's own changes in overlay format (the overlay upper dir).
+    fn upper_dir(&self, id: CacheId) -> PathBuf;
 
     /// Every directory name in the driver's home that could be a layer, for orphan collection.
     fn stored_ids(&self) -> Result<Vec<String>, DriverError>;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Driver, DriverError, PlacedLayer, ensure_dir, io_err, sync_dir};
 use crate::ids::CacheId;
-use crate::mounts::MountSpec;
+use crate::mounts::{MountSpec, UpperDirs};
 
 const LINK_DIR: &str = "l";
 const EMPTY_DIR: &str = "empty";
@@ -119,6 +119,30 @@ impl Driver for Overlay2 {
             lower,
             upper: None,
         }
+    }
+
+    fn create_rw(&self, id: CacheId, _chain: &[(CacheId, String)]) -> Result<(), DriverError> {
+        let dir = self.layer_dir(id);
+        let made = ["diff", "work", "merged"].iter().try_for_each(|sub| ensure_dir(&dir.join(sub)));
+        if made.is_err() {
+            let _ = remove_tree(&dir);
+        }
+        made?;
+        sync_dir(&self.home)
+    }
+
+    fn rw_mount(&self, id: CacheId, chain: &[(CacheId, String)]) -> MountSpec {
+        let lower = chain.iter().rev().map(|(_, short)| Path::new(LINK_DIR).join(short)).collect();
+        let upper = UpperDirs { upper: Path::new(&id.hex()).join("diff"), work: Path::new(&id.hex()).join("work") };
+        MountSpec::Overlay { base: self.home.clone(), lower, upper: Some(upper) }
+    }
+
+    fn merged_dir(&self, id: CacheId) -> PathBuf {
+        self.layer_dir(id).join("merged")
+    }
+
+    fn upper_dir(&self, id: CacheId) -> PathBuf {
+        self.layer_dir(id).join("diff")
     }
 
     fn stored_ids(&self) -> Result<Vec<String>, DriverError> {

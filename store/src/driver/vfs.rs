@@ -82,6 +82,22 @@ impl Driver for Vfs {
         }
     }
 
+    fn create_rw(&self, _id: CacheId, _chain: &[(CacheId, String)]) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported { driver: "vfs", what: "containers yet (use overlay2)" })
+    }
+
+    fn rw_mount(&self, id: CacheId, _chain: &[(CacheId, String)]) -> MountSpec {
+        MountSpec::Bind { source: self.home.join(id.hex()).join("fs"), readonly: false }
+    }
+
+    fn merged_dir(&self, id: CacheId) -> PathBuf {
+        self.home.join(id.hex()).join("merged")
+    }
+
+    fn upper_dir(&self, id: CacheId) -> PathBuf {
+        self.home.join(id.hex()).join("fs")
+    }
+
     fn stored_ids(&self) -> Result<Vec<String>, DriverError> {
         list_names(&self.home, &[])
     }

@@ -12,10 +12,13 @@ use std::path::Path;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use codec::CodecError;
-pub use records::{ContainerRecord, ImageConfigRecord, ImageRecord, LayerRecord, VolumeRecord};
+pub use records::{
+    ContainerConfig, ContainerMount, ContainerMountKind, ContainerRecord, ImageConfigRecord, ImageRecord, LayerRecord,
+    VolumeRecord,
+};
 pub use schema::SCHEMA_VERSION;
 
-use crate::ids::{ChainId, DiffId, Digest, ImageId, ImageRef};
+use crate::ids::{CacheId, ChainId, DiffId, Digest, ImageId, ImageRef};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAYERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("layers");
@@ -24,6 +27,7 @@ const TAGS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("tags");
 const BLOB_KEYS: TableDefinition<&[u8; 32], &[u8; 32]> = TableDefinition::new("blob_keys");
 const CONTAINERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("containers");
 const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+const CONTAINER_NAMES: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("container_names");
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,9 @@ pub trait Reads {
     fn layers(&self) -> Result<Vec<LayerRecord>, MetaError>;
     fn images(&self) -> Result<Vec<ImageRecord>, MetaError>;
     fn containers(&self) -> Result<Vec<ContainerRecord>, MetaError>;
+    fn container(&self, id: &CacheId) -> Result<Option<ContainerRecord>, MetaError>;
+    fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, MetaError>;
+    fn container_by_name(&self, name: &str) -> Result<Option<ContainerRecord>, MetaError>;
     fn volumes(&self) -> Result<Vec<VolumeRecord>, MetaError>;
 }
 
@@ -182,6 +189,19 @@ macro_rules! impl_reads {
             }
             fn volumes(&self) -> Result<Vec<VolumeRecord>, MetaError> {
                 all_records(&self.txn.open_table(VOLUMES)?, "volumes")
+            }
+            fn container(&self, id: &CacheId) -> Result<Option<ContainerRecord>, MetaError> {
+                get_record(&self.txn.open_table(CONTAINERS)?, "containers", id.as_bytes())
+            }
+            fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, MetaError> {
+                get_record(&self.txn.open_table(VOLUMES)?, "volumes", name)
+            }
+            fn container_by_name(&self, name: &str) -> Result<Option<ContainerRecord>, MetaError> {
+                let id = self.txn.open_table(CONTAINER_NAMES)?.get(name)?.map(|v| *v.value());
+                match id {
+                    Some(id) => get_record(&self.txn.open_table(CONTAINERS)?, "containers", &id),
+                    None => Ok(None),
+                }
             }
         }
     };
@@ -255,10 +275,21 @@ impl WriteTxn {
         t.retain(|_, v| v != diff.0.as_bytes())?;
         Ok(())
     }
+    /// Writes the record and its name index entry.
     pub fn put_container(&self, rec: &ContainerRecord) -> Result<(), MetaError> {
+        self.txn.open_table(CONTAINER_NAMES)?.insert(rec.name.as_str(), rec.id.as_bytes())?;
         self.txn
             .open_table(CONTAINERS)?
             .insert(rec.id.as_bytes(), codec::encode(rec).as_slice())?;
+        Ok(())
+    }
+    pub fn delete_container(&self, rec: &ContainerRecord) -> Result<(), MetaError> {
+        self.txn.open_table(CONTAINERS)?.remove(rec.id.as_bytes())?;
+        self.txn.open_table(CONTAINER_NAMES)?.remove(rec.name.as_str())?;
+        Ok(())
+    }
+    pub fn delete_volume(&self, name: &str) -> Result<(), MetaError> {
+        self.txn.open_table(VOLUMES)?.remove(name)?;
         Ok(())
     }
     pub fn put_volume(&self, rec: &VolumeRecord) -> Result<(), MetaError> {

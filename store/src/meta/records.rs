@@ -63,13 +63,49 @@ pub struct ImageRecord {
     pub container_users: u32,
 }
 
-/// A container's writable layer. Filled in by the containers work; minimal for now.
+/// How a container runs commands: from the image config, overridable at create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// A volume, bind or tmpfs mount of a container, validated at create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerMount {
+    pub kind: ContainerMountKind,
+    /// Host path (bind) or volume name (volume); empty for tmpfs.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerMountKind {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+/// A container: a writable layer (overlay upper) over its image's chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: CacheId,
     pub name: String,
     pub image: ImageId,
+    /// The image's chain when the container was created, bottom first.
+    pub chain: Vec<ChainId>,
+    pub config: ContainerConfig,
+    pub mounts: Vec<ContainerMount>,
     pub created: u64,
+    /// Active mounts of the merged directory, reference-counted.
+    pub mounted: u32,
+    /// Bytes in the upper dir and when they were measured (seconds since the epoch).
+    pub rw_size: Option<(u64, u64)>,
 }
 
 /// A named local volume. Filled in by the volumes work; minimal for now.

@@ -3,7 +3,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::{BLOB_KEYS, CONTAINERS, IMAGES, LAYERS, META, MetaError, TAGS, VOLUMES};
+use super::{BLOB_KEYS, CONTAINER_NAMES, CONTAINERS, IMAGES, LAYERS, META, MetaError, TAGS, VOLUMES};
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -25,6 +25,7 @@ fn create_v1_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
     txn.open_table(TAGS)?;
     txn.open_table(BLOB_KEYS)?;
     txn.open_table(CONTAINERS)?;
+    txn.open_table(CONTAINER_NAMES)?;
     txn.open_table(VOLUMES)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A point in time as `utimensat(2)` wants it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,4 +448,72 @@ fn read_dir_names(fd: BorrowedFd<'_>) -> io::Result<Vec<(CString, Option<bool>)>
         };
         out.push((name.to_owned(), is_dir));
     }
+}
+
+/// Opens `rel` as if `root` were `/` (`RESOLVE_IN_ROOT`: absolute symlinks and `..` stay
+/// inside `root`), for reading a container's files from the host without following its
+/// symlinks out.
+pub(crate) fn open_in_root(root: &Path, rel: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let root_fd = open_dir(root)?;
+    let rel = cstring(rel.trim_start_matches('/').as_bytes())?;
+    let rel = if rel.as_bytes().is_empty() { cstring(b".")? } else { rel };
+    // SAFETY: open_how is plain old data for which all-zero is the documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = u64::try_from(flags | libc::O_CLOEXEC).unwrap_or_default();
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    loop {
+        // SAFETY: `how` and `rel` outlive the call; the size is the size of `how`.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root_fd.as_raw_fd(),
+                rel.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        let fd = i32::try_from(ret).map_err(|_| io::Error::other("openat2 returned an impossible fd"))?;
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// `mkdir -p` of `rel` inside `root`, resolving every component as the container would
+/// (`RESOLVE_IN_ROOT`), and returns the host path of the resulting directory, which is
+/// always under `root`.
+pub(crate) fn mkdir_all_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    let mut prefix = String::new();
+    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let parent = if prefix.is_empty() { ".".to_owned() } else { prefix.clone() };
+        prefix = if prefix.is_empty() { part.to_owned() } else { format!("{prefix}/{part}") };
+        match open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let dir = open_in_root(root, &parent, libc::O_PATH | libc::O_DIRECTORY)?;
+                let name = cstring(part.as_bytes())?;
+                // SAFETY: `dir` is an open directory and `name` a valid C string.
+                let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) };
+                if rc < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let fd = open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY)?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if !real.starts_with(root) {
+        return Err(io::Error::other(format!("{} resolves outside the container", rel)));
+    }
+    Ok(real)
 }

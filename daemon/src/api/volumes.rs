@@ -1,0 +1,53 @@
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use strata_store::{PrunedVolumes, VolumeSummary};
+
+use super::{ApiError, AppState, blocking};
+
+/// `POST /v1/volumes`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreateVolumeBody {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NameQuery {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    dangling: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PruneQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+pub(super) async fn create(State(state): State<AppState>, Json(body): Json<CreateVolumeBody>) -> Result<Json<VolumeSummary>, ApiError> {
+    blocking(&state, move |s| s.create_volume(body.name.as_deref(), body.labels)).await.map(Json)
+}
+
+pub(super) async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<VolumeSummary>>, ApiError> {
+    blocking(&state, move |s| s.list_volumes(q.dangling)).await.map(Json)
+}
+
+pub(super) async fn inspect(State(state): State<AppState>, Query(q): Query<NameQuery>) -> Result<Json<VolumeSummary>, ApiError> {
+    blocking(&state, move |s| s.inspect_volume(&q.name)).await.map(Json)
+}
+
+pub(super) async fn remove(State(state): State<AppState>, Query(q): Query<NameQuery>) -> Result<Json<String>, ApiError> {
+    let name = q.name.clone();
+    blocking(&state, move |s| s.remove_volume(&q.name)).await.map(|()| Json(name))
+}
+
+pub(super) async fn prune(State(state): State<AppState>, Query(q): Query<PruneQuery>) -> Result<Json<PrunedVolumes>, ApiError> {
+    blocking(&state, move |s| s.prune_volumes(q.all)).await.map(Json)
+}

@@ -1,0 +1,136 @@
+//! `container create`: a record, reference counts on the image and volumes, and the writable
+//! directories, all or nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::ContainerName;
+use crate::error::Error;
+use crate::ids::CacheId;
+use crate::meta::{ContainerConfig, ContainerMount, ContainerMountKind, ContainerRecord, Reads};
+use crate::mountspec::{MountKind, MountRequest, validate_set};
+use crate::store::{Store, now};
+use crate::volume::remove_dirs;
+
+/// What `container create` was asked for. Config fields override the image's.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    pub image: String,
+    pub mounts: Vec<MountRequest>,
+    /// `KEY=VALUE` entries added to (or replacing) the image's.
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+fn merged_env(image: &[String], overrides: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_owned();
+    let mut out: Vec<String> = image.iter().filter(|e| !overrides.iter().any(|o| key(o) == key(e))).cloned().collect();
+    out.extend(overrides.iter().cloned());
+    out
+}
+
+impl Store {
+    /// Creates a container from `opts.image`. Invalid names, images or mount specs are refused
+    /// before anything is written; on any error nothing remains (no record, no directories,
+    /// no volumes created for it).
+    pub fn create_container(&self, opts: CreateOptions) -> Result<super::ContainerSummary, Error> {
+        let id = CacheId::random();
+        let name = match &opts.name {
+            Some(n) => ContainerName::parse(n)?,
+            None => ContainerName::parse(&format!("strata_{}", &id.hex()[..12]))?,
+        };
+        let resolve = |p: &str| std::fs::canonicalize(p).ok();
+        validate_set(&opts.mounts, &self.root, &resolve).map_err(|e| Error::Invalid(e.to_string()))?;
+        // `-v /host/path:/target` creates a missing host directory, as Docker does.
+        for m in &opts.mounts {
+            if m.kind == MountKind::Bind {
+                if let Some(src) = m.source.as_deref().filter(|s| !Path::new(s).exists()) {
+                    std::fs::create_dir_all(src).map_err(Error::io("creating bind source", src))?;
+                }
+            }
+        }
+
+        let txn = self.db.write()?;
+        if txn.container_by_name(name.as_str())?.is_some() {
+            return Err(Error::InUse(format!("container name {:?} is already in use", name.as_str())));
+        }
+        let mut image = super::super::image::resolve_image_in(&txn, &opts.image)?;
+        let mut made: Vec<PathBuf> = Vec::new();
+        let built = (|| {
+            let mut mounts = Vec::with_capacity(opts.mounts.len());
+            for m in &opts.mounts {
+                let (kind, source) = match m.kind {
+                    MountKind::Bind => (ContainerMountKind::Bind, m.source.clone().unwrap_or_default()),
+                    MountKind::Tmpfs => (ContainerMountKind::Tmpfs, String::new()),
+                    MountKind::Volume => {
+                        let mut vol = self.ensure_volume(&txn, m.source.as_deref(), BTreeMap::new(), &mut made)?;
+                        vol.users += 1;
+                        txn.put_volume(&vol)?;
+                        (ContainerMountKind::Volume, vol.name)
+                    }
+                };
+                mounts.push(ContainerMount { kind, source, target: m.target.clone(), readonly: m.readonly });
+            }
+            let mut chain = Vec::with_capacity(image.chain.len());
+            for c in &image.chain {
+                let l = txn.layer(c)?.ok_or_else(|| Error::NotFound { kind: "layer", name: c.to_string() })?;
+                chain.push((l.cache_id, l.short_link));
+            }
+            self.driver.create_rw(id, &chain)?;
+            made.push(self.driver.upper_dir(id).parent().map_or_else(|| self.driver.upper_dir(id), Path::to_path_buf));
+            let ic = &image.config;
+            let config = ContainerConfig {
+                env: merged_env(&ic.env, &opts.env),
+                entrypoint: opts.entrypoint.clone().or_else(|| ic.entrypoint.clone()),
+                cmd: opts.cmd.clone().or_else(|| ic.cmd.clone()),
+                working_dir: opts.working_dir.clone().or_else(|| ic.working_dir.clone()).filter(|w| !w.is_empty()),
+                user: opts.user.clone().or_else(|| ic.user.clone()).filter(|u| !u.is_empty()),
+            };
+            let record = ContainerRecord {
+                id,
+                name: name.as_str().to_owned(),
+                image: image.id,
+                chain: image.chain.clone(),
+                config,
+                mounts,
+                created: now(),
+                mounted: 0,
+                rw_size: Some((0, now())),
+            };
+            image.container_users += 1;
+            txn.put_image(&image)?;
+            txn.put_container(&record)?;
+            Ok::<_, Error>(record)
+        })();
+        let committed = built.and_then(|rec| {
+            txn.commit()?;
+            Ok(rec)
+        });
+        match committed {
+            Ok(rec) => {
+                let r = self.db.read()?;
+                self.container_summary(&r, rec)
+            }
+            Err(e) => {
+                remove_dirs(&made);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merged_env;
+
+    #[test]
+    fn env_overrides_replace_by_key_and_append_new_keys() {
+        let image = vec!["PATH=/bin".to_owned(), "A=1".to_owned()];
+        let got = merged_env(&image, &["A=2".to_owned(), "B=3".to_owned()]);
+        assert_eq!(got, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+}

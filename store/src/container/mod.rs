@@ -1,0 +1,152 @@
+//! Containers: a writable overlay layer over an image's chain. One lifecycle verb per file.
+
+mod commit;
+mod create;
+mod diff;
+mod exec;
+mod mount;
+mod remove;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use create::CreateOptions;
+pub use diff::{Change, ChangeKind};
+pub use exec::{ExecRequest, ExecStdio};
+
+use crate::error::Error;
+use crate::ids::{CacheId, ImageId};
+use crate::meta::{ContainerConfig, ContainerMount, ContainerRecord, Reads};
+use crate::store::Store;
+
+/// A container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, as Docker allows. Built only by
+/// [`ContainerName::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerName(String);
+
+impl ContainerName {
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let mut bytes = name.bytes();
+        let ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && name.len() <= 128;
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(Error::Invalid(format!(
+                "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-]* is allowed (at most 128 characters)"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A row of `container ls` and the body of `container inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerSummary {
+    pub id: CacheId,
+    pub name: String,
+    pub image: ImageId,
+    /// The image's first tag, if any.
+    pub image_name: Option<String>,
+    pub created: u64,
+    pub mounted: bool,
+    pub mount_path: Option<PathBuf>,
+    pub config: ContainerConfig,
+    pub mounts: Vec<ContainerMount>,
+    /// Bytes in the writable layer, as last measured, and when (seconds since the epoch).
+    pub rw_size: Option<u64>,
+    pub rw_measured: Option<u64>,
+    /// Image size plus the writable layer.
+    pub virtual_size: u64,
+}
+
+impl Store {
+    pub(crate) fn container_summary(&self, r: &impl Reads, c: ContainerRecord) -> Result<ContainerSummary, Error> {
+        let image = r.image(&c.image)?;
+        let image_size = image.as_ref().map_or(0, |i| i.size);
+        let rw = c.rw_size.map(|(bytes, _)| bytes);
+        Ok(ContainerSummary {
+            id: c.id,
+            name: c.name,
+            image: c.image,
+            image_name: image.and_then(|i| i.tags.first().map(ToString::to_string)),
+            created: c.created,
+            mounted: c.mounted > 0,
+            mount_path: (c.mounted > 0).then(|| self.driver.merged_dir(c.id)),
+            config: c.config,
+            mounts: c.mounts,
+            rw_size: rw,
+            rw_measured: c.rw_size.map(|(_, at)| at),
+            virtual_size: image_size + rw.unwrap_or(0),
+        })
+    }
+
+    /// `container ls`: from records only (sizes as last measured).
+    pub fn list_containers(&self) -> Result<Vec<ContainerSummary>, Error> {
+        let r = self.db.read()?;
+        let mut out = r
+            .containers()?
+            .into_iter()
+            .map(|c| self.container_summary(&r, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    /// Measures the writable layers whose size is older than `max_age` and records the new
+    /// sizes. Meant for a background task: it walks upper dirs outside any transaction.
+    /// Returns how many containers were measured.
+    pub fn refresh_container_sizes(&self, max_age: std::time::Duration) -> Result<usize, Error> {
+        let stale: Vec<_> = self
+            .db
+            .read()?
+            .containers()?
+            .into_iter()
+            .filter(|c| c.rw_size.is_none_or(|(_, at)| crate::store::now().saturating_sub(at) >= max_age.as_secs()))
+            .map(|c| c.id)
+            .collect();
+        let measured: Vec<_> =
+            stale.iter().map(|id| (*id, crate::usage::dir_bytes(&self.driver.upper_dir(*id)), crate::store::now())).collect();
+        let txn = self.db.write()?;
+        for (id, bytes, at) in &measured {
+            if let Some(mut c) = txn.container(id)? {
+                c.rw_size = Some((*bytes, *at));
+                txn.put_container(&c)?;
+            }
+        }
+        txn.commit()?;
+        Ok(measured.len())
+    }
+
+    /// `container inspect`.
+    pub fn inspect_container(&self, reference: &str) -> Result<ContainerSummary, Error> {
+        let r = self.db.read()?;
+        let c = resolve_container(&r, reference)?;
+        self.container_summary(&r, c)
+    }
+}
+
+/// Finds a container by name, full id, or unique id prefix (at least 4 hex digits).
+pub(crate) fn resolve_container(r: &impl Reads, reference: &str) -> Result<ContainerRecord, Error> {
+    let not_found = || Error::NotFound { kind: "container", name: reference.to_owned() };
+    let name = reference.strip_prefix('/').unwrap_or(reference);
+    if let Some(c) = r.container_by_name(name)? {
+        return Ok(c);
+    }
+    let is_prefix = (4..=64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !is_prefix {
+        return Err(not_found());
+    }
+    let mut found = r.containers()?.into_iter().filter(|c| c.id.hex().starts_with(reference));
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(not_found()),
+        (Some(_), Some(_)) => Err(Error::Invalid(format!("container id prefix {reference} is ambiguous"))),
+    }
+}

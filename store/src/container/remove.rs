@@ -1,0 +1,47 @@
+//! `container rm`: the record first, then the directories; references released in the same
+//! transaction as the record's removal.
+
+use super::resolve_container;
+use crate::error::Error;
+use crate::meta::{ContainerMountKind, Reads};
+use crate::mounts;
+use crate::store::Store;
+
+impl Store {
+    /// Removes a container. Refused while it is mounted or an exec runs in it, unless `force`
+    /// (which kills its exec processes and unmounts it). Volumes stay; their use counts drop.
+    pub fn remove_container(&self, reference: &str, force: bool) -> Result<String, Error> {
+        let txn = self.db.write()?;
+        let c = resolve_container(&txn, reference)?;
+        let running = self.exec_pids(c.id);
+        if !force && (c.mounted > 0 || !running.is_empty()) {
+            let why = if running.is_empty() { "mounted" } else { "running a command" };
+            return Err(Error::InUse(format!(
+                "container {} is {why}; unmount it or use --force",
+                c.name
+            )));
+        }
+        txn.delete_container(&c)?;
+        if let Some(mut image) = txn.image(&c.image)? {
+            image.container_users = image.container_users.saturating_sub(1);
+            txn.put_image(&image)?;
+        }
+        for m in c.mounts.iter().filter(|m| m.kind == ContainerMountKind::Volume) {
+            if let Some(mut v) = txn.volume(&m.source)? {
+                v.users = v.users.saturating_sub(1);
+                txn.put_volume(&v)?;
+            }
+        }
+        txn.commit()?;
+        for pid in running {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let merged = self.driver.merged_dir(c.id);
+        if mounts::mounts_under(&merged).map_err(Error::io("reading mountinfo for", &merged))?.contains(&merged) {
+            mounts::unmount(&merged)?;
+        }
+        self.driver.remove_layer(c.id, "")?;
+        tracing::info!(container = %c.name, id = %c.id, "removed container");
+        Ok(c.name)
+    }
+}

@@ -1,0 +1,186 @@
+//! Local volumes: `volumes/<name>/_data`, data that outlives every container.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::ids::CacheId;
+use crate::meta::{ContainerMountKind, Reads, VolumeRecord, WriteTxn};
+use crate::mountspec::valid_volume_name;
+use crate::store::{Store, now};
+
+/// Docker's label for volumes created without a name (Docker >= 23 prunes only these by
+/// default).
+pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
+
+/// `volume ls` / `volume inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeSummary {
+    pub name: String,
+    pub driver: String,
+    pub mountpoint: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub created: u64,
+    pub anonymous: bool,
+    /// Containers using the volume.
+    pub users: u32,
+    /// Names of those containers (inspect only; empty in listings).
+    pub used_by: Vec<String>,
+}
+
+/// What `volume prune` removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PrunedVolumes {
+    pub removed: Vec<String>,
+    pub reclaimed_bytes: u64,
+}
+
+impl Store {
+    pub(crate) fn volume_dir(&self, name: &str) -> PathBuf {
+        self.root.join("volumes").join(name)
+    }
+
+    /// The directory mounted into containers.
+    pub fn volume_data(&self, name: &str) -> PathBuf {
+        self.volume_dir(name).join("_data")
+    }
+
+    fn volume_summary(&self, v: VolumeRecord, used_by: Vec<String>) -> VolumeSummary {
+        VolumeSummary {
+            mountpoint: self.volume_data(&v.name),
+            anonymous: v.labels.contains_key(ANONYMOUS_LABEL),
+            name: v.name,
+            driver: "local".into(),
+            labels: v.labels,
+            created: v.created,
+            users: v.users,
+            used_by,
+        }
+    }
+
+    /// Creates the record (and directory) of a volume inside `txn`, or returns the existing
+    /// one. Returns the directories it made, for cleanup if `txn` does not commit.
+    pub(crate) fn ensure_volume(
+        &self,
+        txn: &WriteTxn,
+        name: Option<&str>,
+        labels: BTreeMap<String, String>,
+        made: &mut Vec<PathBuf>,
+    ) -> Result<VolumeRecord, Error> {
+        let (name, labels) = match name {
+            Some(n) => {
+                if !valid_volume_name(n) {
+                    return Err(Error::Invalid(format!(
+                        "invalid volume name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-]+ is allowed"
+                    )));
+                }
+                (n.to_owned(), labels)
+            }
+            None => {
+                let mut labels = labels;
+                labels.insert(ANONYMOUS_LABEL.into(), String::new());
+                (CacheId::random().hex(), labels)
+            }
+        };
+        if let Some(existing) = txn.volume(&name)? {
+            return Ok(existing);
+        }
+        let data = self.volume_data(&name);
+        std::fs::create_dir_all(&data).map_err(Error::io("creating volume directory", &data))?;
+        made.push(self.volume_dir(&name));
+        let rec = VolumeRecord { name, labels, created: now(), users: 0 };
+        txn.put_volume(&rec)?;
+        Ok(rec)
+    }
+
+    /// `volume create [NAME] [--label k=v]`. Creating an existing name returns it unchanged.
+    pub fn create_volume(&self, name: Option<&str>, labels: BTreeMap<String, String>) -> Result<VolumeSummary, Error> {
+        let txn = self.db.write()?;
+        let mut made = Vec::new();
+        let created = self.ensure_volume(&txn, name, labels, &mut made).and_then(|rec| {
+            txn.commit()?;
+            Ok(rec)
+        });
+        match created {
+            Ok(rec) => Ok(self.volume_summary(rec, Vec::new())),
+            Err(e) => {
+                remove_dirs(&made);
+                Err(e)
+            }
+        }
+    }
+
+    /// `volume ls [--filter dangling=true|false]`.
+    pub fn list_volumes(&self, dangling: Option<bool>) -> Result<Vec<VolumeSummary>, Error> {
+        let r = self.db.read()?;
+        let mut out: Vec<_> = r
+            .volumes()?
+            .into_iter()
+            .filter(|v| dangling.is_none_or(|d| d == (v.users == 0)))
+            .map(|v| self.volume_summary(v, Vec::new()))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// `volume inspect NAME`.
+    pub fn inspect_volume(&self, name: &str) -> Result<VolumeSummary, Error> {
+        let r = self.db.read()?;
+        let v = r.volume(name)?.ok_or_else(|| Error::NotFound { kind: "volume", name: name.to_owned() })?;
+        let used_by = r
+            .containers()?
+            .into_iter()
+            .filter(|c| c.mounts.iter().any(|m| m.kind == ContainerMountKind::Volume && m.source == name))
+            .map(|c| c.name)
+            .collect();
+        Ok(self.volume_summary(v, used_by))
+    }
+
+    /// `volume rm NAME`: refused while a container uses it. Record first, directory after.
+    pub fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let txn = self.db.write()?;
+        let v = txn.volume(name)?.ok_or_else(|| Error::NotFound { kind: "volume", name: name.to_owned() })?;
+        if v.users > 0 {
+            return Err(Error::InUse(format!("volume {name} is in use by {} container(s)", v.users)));
+        }
+        txn.delete_volume(name)?;
+        txn.commit()?;
+        remove_dirs(&[self.volume_dir(name)]);
+        Ok(())
+    }
+
+    /// `volume prune [--all]`: unused anonymous volumes, or with `all` every unused volume
+    /// (Docker >= 23's behaviour).
+    pub fn prune_volumes(&self, all: bool) -> Result<PrunedVolumes, Error> {
+        let txn = self.db.write()?;
+        let mut pruned = PrunedVolumes::default();
+        for v in txn.volumes()? {
+            if v.users == 0 && (all || v.labels.contains_key(ANONYMOUS_LABEL)) {
+                txn.delete_volume(&v.name)?;
+                pruned.removed.push(v.name);
+            }
+        }
+        txn.commit()?;
+        for name in &pruned.removed {
+            let dir = self.volume_dir(name);
+            pruned.reclaimed_bytes += crate::usage::dir_bytes(&dir);
+            remove_dirs(&[dir]);
+        }
+        Ok(pruned)
+    }
+}
+
+/// Removes directories, logging (not failing) on error: their records are already gone, and
+/// start-up reconcile collects whatever remains.
+pub(crate) fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove directory");
+            }
+            _ => {}
+        }
+    }
+}
