@@ -155,10 +155,15 @@ impl Client {
     /// and stderr (`SCM_RIGHTS`), and waits for the command's exit code.
     pub async fn exec(&self, path: &str) -> Result<i32, ClientError> {
         use crate::api::containers::{EXEC_PROTOCOL, ExecOutcome};
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect { socket: self.socket.clone(), source })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "connection ended");
@@ -175,8 +180,10 @@ impl Client {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = response.status();
             let bytes = response.into_body().collect().await?.to_bytes();
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map_or_else(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)), |b| b.message);
+            let message = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
+                |_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+                |b| b.message,
+            );
             return Err(ClientError::Api { status, message });
         }
         let upgraded = hyper::upgrade::on(response).await?;
@@ -191,25 +198,44 @@ impl Client {
             let fds = [0, 1, 2];
             let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
             let iov = [std::io::IoSlice::new(b"x")];
-            nix::sys::socket::sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
-                .map_err(io::Error::from)?;
+            nix::sys::socket::sendmsg::<()>(
+                stream.as_raw_fd(),
+                &iov,
+                &cmsg,
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .map_err(io::Error::from)?;
             let mut line = String::new();
             std::io::BufReader::new(&stream).read_line(&mut line)?;
-            serde_json::from_str(&line).map_err(|_| ClientError::Decode("the daemon closed the exec without an exit code".into()))
+            serde_json::from_str(&line).map_err(|_| {
+                ClientError::Decode("the daemon closed the exec without an exit code".into())
+            })
         })
         .await
         .map_err(|e| ClientError::Decode(e.to_string()))??;
         match outcome {
             ExecOutcome::Exited { code } => Ok(code),
-            ExecOutcome::Error { message } => Err(ClientError::Api { status: StatusCode::BAD_REQUEST, message }),
+            ExecOutcome::Error { message } => Err(ClientError::Api {
+                status: StatusCode::BAD_REQUEST,
+                message,
+            }),
         }
     }
 
     /// A request with a JSON body whose answer is JSON.
-    pub async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<serde_json::Value, ClientError> {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<serde_json::Value, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let body = http_body_util::Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed();
-        let response = self.send_with_type(Method::POST, path, body, "application/json").await?;
+        let body = http_body_util::Full::new(Bytes::from(bytes))
+            .map_err(|never| match never {})
+            .boxed();
+        let response = self
+            .send_with_type(Method::POST, path, body, "application/json")
+            .await?;
         let bytes = response.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }

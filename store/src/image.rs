@@ -122,7 +122,8 @@ impl Store {
                 .ok()
                 .and_then(|r| r.blob_key(&key.0).ok().flatten())
         };
-        let imported = archive::read_image_archive(reader, &staging.0, &known, progress).map_err(ImportError::from)?;
+        let imported = archive::read_image_archive(reader, &staging.0, &known, progress)
+            .map_err(ImportError::from)?;
         self.store_staged(&imported.images, &imported.layers, &staging.0)
     }
 

@@ -25,13 +25,15 @@ mod image;
 mod layer;
 pub mod meta;
 pub mod mounts;
+pub mod mountspec;
 mod store;
 mod sys;
 mod usage;
 mod volume;
-pub mod mountspec;
 
-pub use container::{Change, ChangeKind, ContainerName, ContainerSummary, CreateOptions, ExecRequest, ExecStdio};
+pub use container::{
+    Change, ChangeKind, ContainerName, ContainerSummary, CreateOptions, ExecRequest, ExecStdio,
+};
 pub use error::{Error, ErrorKind, ImportError, OpenError};
 pub use image::{ImageDetails, ImageLayer, ImageSummary, ImportedImage, RemovedImage};
 pub use layer::LayerSummary;

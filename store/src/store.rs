@@ -1,16 +1,16 @@
 //! The store: a root directory holding `meta.redb`, a driver home and `tmp/`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::driver::{self, Driver};
 use crate::error::{Error, OpenError};
-use crate::meta::{MetaDb, Reads, SCHEMA_VERSION};
 use crate::ids::CacheId;
+use crate::meta::{MetaDb, Reads, SCHEMA_VERSION};
 use crate::mounts;
 
 /// How to open a store.
@@ -71,13 +71,21 @@ impl Store {
         })?;
         let db = MetaDb::open(&root.join("meta.redb")).map_err(OpenError::from)?;
         let driver = driver::by_name(&opts.driver, &root).map_err(OpenError::from)?;
-        let store = Self { root, db, driver, execs: Mutex::new(HashMap::new()) };
+        let store = Self {
+            root,
+            db,
+            driver,
+            execs: Mutex::new(HashMap::new()),
+        };
         let report = store.reconcile()?;
         Ok((store, report))
     }
 
     pub(crate) fn track_exec(&self, id: CacheId, pid: i32, running: bool) {
-        let mut execs = self.execs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut execs = self
+            .execs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pids = execs.entry(id).or_default();
         if running {
             pids.push(pid);
@@ -87,7 +95,10 @@ impl Store {
     }
 
     pub(crate) fn exec_pids(&self, id: CacheId) -> Vec<i32> {
-        let execs = self.execs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let execs = self
+            .execs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         execs.get(&id).cloned().unwrap_or_default()
     }
 
@@ -152,8 +163,10 @@ impl Store {
         }
         let layers = txn.layers()?;
         let containers = txn.containers()?;
-        let all_mounts: HashSet<PathBuf> =
-            mounts::mounts_under(&self.root).map_err(Error::io("reading mountinfo for", &self.root))?.into_iter().collect();
+        let all_mounts: HashSet<PathBuf> = mounts::mounts_under(&self.root)
+            .map_err(Error::io("reading mountinfo for", &self.root))?
+            .into_iter()
+            .collect();
         for mut c in containers.iter().cloned() {
             let merged = self.driver.merged_dir(c.id);
             if c.mounted > 0 && !all_mounts.contains(&merged) {
@@ -178,8 +191,11 @@ impl Store {
             }
         }
 
-        let known: HashSet<String> =
-            layers.iter().map(|l| l.cache_id.hex()).chain(containers.iter().map(|c| c.id.hex())).collect();
+        let known: HashSet<String> = layers
+            .iter()
+            .map(|l| l.cache_id.hex())
+            .chain(containers.iter().map(|c| c.id.hex()))
+            .collect();
         for name in self.driver.stored_ids()? {
             if !known.contains(&name) {
                 self.driver.remove_orphan(&name)?;

@@ -62,14 +62,20 @@ impl Store {
 /// crossing into other filesystems. Errors on single entries are skipped: this is a measure.
 pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(root) = std::fs::symlink_metadata(dir) else { return 0 };
+    let Ok(root) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
     let mut seen = std::collections::HashSet::new();
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
             if m.dev() != root.dev() {
                 continue;
             }

@@ -90,19 +90,30 @@ impl Store {
         let data = self.volume_data(&name);
         std::fs::create_dir_all(&data).map_err(Error::io("creating volume directory", &data))?;
         made.push(self.volume_dir(&name));
-        let rec = VolumeRecord { name, labels, created: now(), users: 0 };
+        let rec = VolumeRecord {
+            name,
+            labels,
+            created: now(),
+            users: 0,
+        };
         txn.put_volume(&rec)?;
         Ok(rec)
     }
 
     /// `volume create [NAME] [--label k=v]`. Creating an existing name returns it unchanged.
-    pub fn create_volume(&self, name: Option<&str>, labels: BTreeMap<String, String>) -> Result<VolumeSummary, Error> {
+    pub fn create_volume(
+        &self,
+        name: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<VolumeSummary, Error> {
         let txn = self.db.write()?;
         let mut made = Vec::new();
-        let created = self.ensure_volume(&txn, name, labels, &mut made).and_then(|rec| {
-            txn.commit()?;
-            Ok(rec)
-        });
+        let created = self
+            .ensure_volume(&txn, name, labels, &mut made)
+            .and_then(|rec| {
+                txn.commit()?;
+                Ok(rec)
+            });
         match created {
             Ok(rec) => Ok(self.volume_summary(rec, Vec::new())),
             Err(e) => {
@@ -128,11 +139,18 @@ impl Store {
     /// `volume inspect NAME`.
     pub fn inspect_volume(&self, name: &str) -> Result<VolumeSummary, Error> {
         let r = self.db.read()?;
-        let v = r.volume(name)?.ok_or_else(|| Error::NotFound { kind: "volume", name: name.to_owned() })?;
+        let v = r.volume(name)?.ok_or_else(|| Error::NotFound {
+            kind: "volume",
+            name: name.to_owned(),
+        })?;
         let used_by = r
             .containers()?
             .into_iter()
-            .filter(|c| c.mounts.iter().any(|m| m.kind == ContainerMountKind::Volume && m.source == name))
+            .filter(|c| {
+                c.mounts
+                    .iter()
+                    .any(|m| m.kind == ContainerMountKind::Volume && m.source == name)
+            })
             .map(|c| c.name)
             .collect();
         Ok(self.volume_summary(v, used_by))
@@ -141,9 +159,15 @@ impl Store {
     /// `volume rm NAME`: refused while a container uses it. Record first, directory after.
     pub fn remove_volume(&self, name: &str) -> Result<(), Error> {
         let txn = self.db.write()?;
-        let v = txn.volume(name)?.ok_or_else(|| Error::NotFound { kind: "volume", name: name.to_owned() })?;
+        let v = txn.volume(name)?.ok_or_else(|| Error::NotFound {
+            kind: "volume",
+            name: name.to_owned(),
+        })?;
         if v.users > 0 {
-            return Err(Error::InUse(format!("volume {name} is in use by {} container(s)", v.users)));
+            return Err(Error::InUse(format!(
+                "volume {name} is in use by {} container(s)",
+                v.users
+            )));
         }
         txn.delete_volume(name)?;
         txn.commit()?;

@@ -17,6 +17,7 @@
 //! assert_eq!(tree.nodes["etc/motd"].size, 3);
 //! ```
 
+mod busybox;
 mod daemon;
 mod error;
 mod fixtures;
@@ -25,6 +26,7 @@ mod json;
 mod layer;
 mod tree;
 
+pub use busybox::{BUSYBOX, BUSYBOX_APPLETS, busybox_image};
 pub use daemon::{Dockerd, Stratad, find_program, require_root};
 pub use error::Error;
 pub use fixtures::{

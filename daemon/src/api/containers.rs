@@ -8,7 +8,9 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use strata_store::ids::ImageRef;
 use strata_store::mountspec::{parse_mount_flag, parse_volume_flag};
-use strata_store::{Change, ContainerSummary, CreateOptions, ExecRequest, ExecStdio, ImportedImage};
+use strata_store::{
+    Change, ContainerSummary, CreateOptions, ExecRequest, ExecStdio, ImportedImage,
+};
 use tokio::net::UnixStream;
 
 use super::{ApiError, AppState, blocking};
@@ -45,13 +47,19 @@ pub(super) struct RefQuery {
     spec: Option<String>,
 }
 
-pub(super) async fn create(State(state): State<AppState>, Json(body): Json<CreateBody>) -> Result<Json<ContainerSummary>, ApiError> {
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Json(body): Json<CreateBody>,
+) -> Result<Json<ContainerSummary>, ApiError> {
     let mut mounts = Vec::new();
     for v in &body.volumes {
-        mounts.push(parse_volume_flag(v).map_err(|e| ApiError::bad_request(format!("-v {v}: {e}")))?);
+        mounts
+            .push(parse_volume_flag(v).map_err(|e| ApiError::bad_request(format!("-v {v}: {e}")))?);
     }
     for m in &body.mounts {
-        mounts.push(parse_mount_flag(m).map_err(|e| ApiError::bad_request(format!("--mount {m}: {e}")))?);
+        mounts.push(
+            parse_mount_flag(m).map_err(|e| ApiError::bad_request(format!("--mount {m}: {e}")))?,
+        );
     }
     let opts = CreateOptions {
         name: body.name,
@@ -63,17 +71,28 @@ pub(super) async fn create(State(state): State<AppState>, Json(body): Json<Creat
         working_dir: body.workdir,
         user: body.user,
     };
-    blocking(&state, move |s| s.create_container(opts)).await.map(Json)
+    blocking(&state, move |s| s.create_container(opts))
+        .await
+        .map(Json)
 }
 
 /// Sizes come from the records, as last measured by the background refresher: listing never
 /// walks upper dirs.
-pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<ContainerSummary>>, ApiError> {
-    blocking(&state, strata_store::Store::list_containers).await.map(Json)
+pub(super) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ContainerSummary>>, ApiError> {
+    blocking(&state, strata_store::Store::list_containers)
+        .await
+        .map(Json)
 }
 
-pub(super) async fn inspect(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<ContainerSummary>, ApiError> {
-    blocking(&state, move |s| s.inspect_container(&q.reference)).await.map(Json)
+pub(super) async fn inspect(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<ContainerSummary>, ApiError> {
+    blocking(&state, move |s| s.inspect_container(&q.reference))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,28 +100,48 @@ pub struct MountedContainer {
     pub path: std::path::PathBuf,
 }
 
-pub(super) async fn mount(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<MountedContainer>, ApiError> {
-    blocking(&state, move |s| s.mount_container(&q.reference)).await.map(|path| Json(MountedContainer { path }))
+pub(super) async fn mount(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<MountedContainer>, ApiError> {
+    blocking(&state, move |s| s.mount_container(&q.reference))
+        .await
+        .map(|path| Json(MountedContainer { path }))
 }
 
-pub(super) async fn unmount(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<super::images::Unmounted>, ApiError> {
+pub(super) async fn unmount(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<super::images::Unmounted>, ApiError> {
     blocking(&state, move |s| s.unmount_container(&q.reference, q.all))
         .await
         .map(|remaining| Json(super::images::Unmounted { remaining }))
 }
 
-pub(super) async fn diff(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<Vec<Change>>, ApiError> {
-    blocking(&state, move |s| s.container_changes(&q.reference)).await.map(Json)
+pub(super) async fn diff(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<Vec<Change>>, ApiError> {
+    blocking(&state, move |s| s.container_changes(&q.reference))
+        .await
+        .map(Json)
 }
 
-pub(super) async fn commit(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<ImportedImage>, ApiError> {
+pub(super) async fn commit(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<ImportedImage>, ApiError> {
     let tag = q
         .tag
         .as_deref()
         .map(str::parse::<ImageRef>)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    blocking(&state, move |s| s.commit_container(&q.reference, tag.as_ref())).await.map(Json)
+    blocking(&state, move |s| {
+        s.commit_container(&q.reference, tag.as_ref())
+    })
+    .await
+    .map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,8 +149,13 @@ pub struct RemovedContainer {
     pub name: String,
 }
 
-pub(super) async fn remove(State(state): State<AppState>, Query(q): Query<RefQuery>) -> Result<Json<RemovedContainer>, ApiError> {
-    blocking(&state, move |s| s.remove_container(&q.reference, q.force)).await.map(|name| Json(RemovedContainer { name }))
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<RemovedContainer>, ApiError> {
+    blocking(&state, move |s| s.remove_container(&q.reference, q.force))
+        .await
+        .map(|name| Json(RemovedContainer { name }))
 }
 
 /// The last line an exec connection carries: the exit code, or why it did not run.
@@ -129,7 +173,11 @@ pub const EXEC_PROTOCOL: &str = "strata-exec";
 /// client sends its stdin, stdout and stderr as file descriptors (`SCM_RIGHTS`), so the
 /// command reads and writes the client's own terminal or pipes with no copying; the daemon
 /// answers with one JSON [`ExecOutcome`] line when the command ends.
-pub(super) async fn exec(State(state): State<AppState>, Query(q): Query<RefQuery>, mut req: Request) -> Result<Response, ApiError> {
+pub(super) async fn exec(
+    State(state): State<AppState>,
+    Query(q): Query<RefQuery>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
     let spec: ExecRequest = serde_json::from_str(q.spec.as_deref().unwrap_or("{}"))
         .map_err(|e| ApiError::bad_request(format!("exec spec: {e}")))?;
     let reference = q.reference.clone();
@@ -137,7 +185,10 @@ pub(super) async fn exec(State(state): State<AppState>, Query(q): Query<RefQuery
     let on_upgrade = hyper::upgrade::on(&mut req);
     let store = state.store.clone();
     tokio::spawn(async move {
-        let stream = match on_upgrade.await.map(|u| u.downcast::<TokioIo<UnixStream>>()) {
+        let stream = match on_upgrade
+            .await
+            .map(|u| u.downcast::<TokioIo<UnixStream>>())
+        {
             Ok(Ok(parts)) if parts.read_buf.is_empty() => parts.io.into_inner(),
             _ => {
                 tracing::warn!("exec: connection could not be taken over");
@@ -150,9 +201,13 @@ pub(super) async fn exec(State(state): State<AppState>, Query(q): Query<RefQuery
             let outcome = match receive_stdio(&stream) {
                 Ok(stdio) => match store.exec_container(&q.reference, &spec, stdio) {
                     Ok(code) => ExecOutcome::Exited { code },
-                    Err(e) => ExecOutcome::Error { message: e.to_string() },
+                    Err(e) => ExecOutcome::Error {
+                        message: e.to_string(),
+                    },
                 },
-                Err(e) => ExecOutcome::Error { message: format!("receiving the client's stdio: {e}") },
+                Err(e) => ExecOutcome::Error {
+                    message: format!("receiving the client's stdio: {e}"),
+                },
             };
             let mut line = serde_json::to_vec(&outcome).unwrap_or_default();
             line.push(b'\n');
@@ -165,7 +220,10 @@ pub(super) async fn exec(State(state): State<AppState>, Query(q): Query<RefQuery
     });
     Ok((
         StatusCode::SWITCHING_PROTOCOLS,
-        [(header::CONNECTION, "upgrade"), (header::UPGRADE, EXEC_PROTOCOL)],
+        [
+            (header::CONNECTION, "upgrade"),
+            (header::UPGRADE, EXEC_PROTOCOL),
+        ],
     )
         .into_response())
 }
@@ -176,7 +234,12 @@ fn receive_stdio(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Exe
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
-    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(raw) = cmsg {
@@ -187,8 +250,12 @@ fn receive_stdio(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Exe
             }
         }
     }
-    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
-        .try_into()
-        .map_err(|v: Vec<OwnedFd>| std::io::Error::other(format!("expected 3 descriptors, got {}", v.len())))?;
-    Ok(ExecStdio { stdin, stdout, stderr })
+    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
+        std::io::Error::other(format!("expected 3 descriptors, got {}", v.len()))
+    })?;
+    Ok(ExecStdio {
+        stdin,
+        stdout,
+        stderr,
+    })
 }

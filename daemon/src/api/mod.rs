@@ -108,14 +108,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images/tag", post(images::tag))
         .route("/v1/images/mount", post(images::mount))
         .route("/v1/images/unmount", post(images::unmount))
-        .route("/v1/containers", get(containers::list).post(containers::create).delete(containers::remove))
+        .route(
+            "/v1/containers",
+            get(containers::list)
+                .post(containers::create)
+                .delete(containers::remove),
+        )
         .route("/v1/containers/inspect", get(containers::inspect))
         .route("/v1/containers/mount", post(containers::mount))
         .route("/v1/containers/unmount", post(containers::unmount))
         .route("/v1/containers/diff", get(containers::diff))
         .route("/v1/containers/commit", post(containers::commit))
         .route("/v1/containers/exec", post(containers::exec))
-        .route("/v1/volumes", get(volumes::list).post(volumes::create).delete(volumes::remove))
+        .route(
+            "/v1/volumes",
+            get(volumes::list)
+                .post(volumes::create)
+                .delete(volumes::remove),
+        )
         .route("/v1/volumes/inspect", get(volumes::inspect))
         .route("/v1/volumes/prune", post(volumes::prune))
         .route("/v1/layers", get(layers::list))

@@ -31,23 +31,50 @@ pub(super) struct PruneQuery {
     all: bool,
 }
 
-pub(super) async fn create(State(state): State<AppState>, Json(body): Json<CreateVolumeBody>) -> Result<Json<VolumeSummary>, ApiError> {
-    blocking(&state, move |s| s.create_volume(body.name.as_deref(), body.labels)).await.map(Json)
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Json(body): Json<CreateVolumeBody>,
+) -> Result<Json<VolumeSummary>, ApiError> {
+    blocking(&state, move |s| {
+        s.create_volume(body.name.as_deref(), body.labels)
+    })
+    .await
+    .map(Json)
 }
 
-pub(super) async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<VolumeSummary>>, ApiError> {
-    blocking(&state, move |s| s.list_volumes(q.dangling)).await.map(Json)
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<VolumeSummary>>, ApiError> {
+    blocking(&state, move |s| s.list_volumes(q.dangling))
+        .await
+        .map(Json)
 }
 
-pub(super) async fn inspect(State(state): State<AppState>, Query(q): Query<NameQuery>) -> Result<Json<VolumeSummary>, ApiError> {
-    blocking(&state, move |s| s.inspect_volume(&q.name)).await.map(Json)
+pub(super) async fn inspect(
+    State(state): State<AppState>,
+    Query(q): Query<NameQuery>,
+) -> Result<Json<VolumeSummary>, ApiError> {
+    blocking(&state, move |s| s.inspect_volume(&q.name))
+        .await
+        .map(Json)
 }
 
-pub(super) async fn remove(State(state): State<AppState>, Query(q): Query<NameQuery>) -> Result<Json<String>, ApiError> {
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    Query(q): Query<NameQuery>,
+) -> Result<Json<String>, ApiError> {
     let name = q.name.clone();
-    blocking(&state, move |s| s.remove_volume(&q.name)).await.map(|()| Json(name))
+    blocking(&state, move |s| s.remove_volume(&q.name))
+        .await
+        .map(|()| Json(name))
 }
 
-pub(super) async fn prune(State(state): State<AppState>, Query(q): Query<PruneQuery>) -> Result<Json<PrunedVolumes>, ApiError> {
-    blocking(&state, move |s| s.prune_volumes(q.all)).await.map(Json)
+pub(super) async fn prune(
+    State(state): State<AppState>,
+    Query(q): Query<PruneQuery>,
+) -> Result<Json<PrunedVolumes>, ApiError> {
+    blocking(&state, move |s| s.prune_volumes(q.all))
+        .await
+        .map(Json)
 }

@@ -79,7 +79,10 @@ pub(super) enum ContainerCmd {
     /// Files changed in the writable layer (A added, C changed, D deleted)
     Diff { container: String },
     /// Save the writable layer as a new image
-    Commit { container: String, tag: Option<String> },
+    Commit {
+        container: String,
+        tag: Option<String>,
+    },
     /// Remove containers
     #[command(alias = "remove")]
     Rm {
@@ -128,9 +131,23 @@ fn q(v: &str) -> String {
     encode_query(v)
 }
 
-pub(super) async fn container(client: &Client, cmd: ContainerCmd, json: bool) -> anyhow::Result<()> {
+pub(super) async fn container(
+    client: &Client,
+    cmd: ContainerCmd,
+    json: bool,
+) -> anyhow::Result<()> {
     match cmd {
-        ContainerCmd::Create { name, volumes, mounts, env, workdir, user, entrypoint, image, cmd } => {
+        ContainerCmd::Create {
+            name,
+            volumes,
+            mounts,
+            env,
+            workdir,
+            user,
+            entrypoint,
+            image,
+            cmd,
+        } => {
             let body = CreateBody {
                 name,
                 image,
@@ -149,7 +166,11 @@ pub(super) async fn container(client: &Client, cmd: ContainerCmd, json: bool) ->
             println!("{}", s(&v, "id"));
             Ok(())
         }
-        ContainerCmd::Ls { all: _, size, quiet } => {
+        ContainerCmd::Ls {
+            all: _,
+            size,
+            quiet,
+        } => {
             let v = client.value(Method::GET, "/v1/containers").await?;
             if json {
                 return print_json(&v);
@@ -169,17 +190,28 @@ pub(super) async fn container(client: &Client, cmd: ContainerCmd, json: bool) ->
                 .iter()
                 .map(|c| {
                     let id = s(c, "id");
-                    let image = c.get("image_name").and_then(Value::as_str).map_or_else(|| s(c, "image").chars().skip(7).take(12).collect(), str::to_owned);
+                    let image = c.get("image_name").and_then(Value::as_str).map_or_else(
+                        || s(c, "image").chars().skip(7).take(12).collect(),
+                        str::to_owned,
+                    );
                     let created = i64::try_from(n(c, "created")).unwrap_or(0);
                     let mut row = vec![
                         id.chars().take(12).collect(),
                         image,
                         ago(created),
-                        if c["mounted"].as_bool().unwrap_or(false) { "yes".into() } else { "no".into() },
+                        if c["mounted"].as_bool().unwrap_or(false) {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
                         s(c, "name").to_owned(),
                     ];
                     if size {
-                        row.push(format!("{} (virtual {})", human_size(n(c, "rw_size")), human_size(n(c, "virtual_size"))));
+                        row.push(format!(
+                            "{} (virtual {})",
+                            human_size(n(c, "rw_size")),
+                            human_size(n(c, "virtual_size"))
+                        ));
                     }
                     row
                 })
@@ -188,11 +220,21 @@ pub(super) async fn container(client: &Client, cmd: ContainerCmd, json: bool) ->
             Ok(())
         }
         ContainerCmd::Inspect { container } => {
-            let v = client.value(Method::GET, &format!("/v1/containers/inspect?ref={}", q(&container))).await?;
+            let v = client
+                .value(
+                    Method::GET,
+                    &format!("/v1/containers/inspect?ref={}", q(&container)),
+                )
+                .await?;
             print_json(&v)
         }
         ContainerCmd::Mount { container } => {
-            let v = client.value(Method::POST, &format!("/v1/containers/mount?ref={}", q(&container))).await?;
+            let v = client
+                .value(
+                    Method::POST,
+                    &format!("/v1/containers/mount?ref={}", q(&container)),
+                )
+                .await?;
             if json {
                 return print_json(&v);
             }
@@ -200,20 +242,40 @@ pub(super) async fn container(client: &Client, cmd: ContainerCmd, json: bool) ->
             Ok(())
         }
         ContainerCmd::Unmount { container, all } => {
-            let v = client.value(Method::POST, &format!("/v1/containers/unmount?ref={}&all={all}", q(&container))).await?;
+            let v = client
+                .value(
+                    Method::POST,
+                    &format!("/v1/containers/unmount?ref={}&all={all}", q(&container)),
+                )
+                .await?;
             if json {
                 return print_json(&v);
             }
             Ok(())
         }
-        ContainerCmd::Exec { env, user, workdir, container, cmd } => {
+        ContainerCmd::Exec {
+            env,
+            user,
+            workdir,
+            container,
+            cmd,
+        } => {
             let spec = json!({ "cmd": cmd, "env": env, "user": user, "workdir": workdir });
-            let path = format!("/v1/containers/exec?ref={}&spec={}", q(&container), q(&spec.to_string()));
+            let path = format!(
+                "/v1/containers/exec?ref={}&spec={}",
+                q(&container),
+                q(&spec.to_string())
+            );
             let code = client.exec(&path).await?;
             std::process::exit(code);
         }
         ContainerCmd::Diff { container } => {
-            let v = client.value(Method::GET, &format!("/v1/containers/diff?ref={}", q(&container))).await?;
+            let v = client
+                .value(
+                    Method::GET,
+                    &format!("/v1/containers/diff?ref={}", q(&container)),
+                )
+                .await?;
             if json {
                 return print_json(&v);
             }
@@ -238,7 +300,13 @@ pub(super) async fn container(client: &Client, cmd: ContainerCmd, json: bool) ->
             let single = containers.len() == 1;
             let mut failed = 0;
             for c in &containers {
-                match client.value(Method::DELETE, &format!("/v1/containers?ref={}&force={force}", q(c))).await {
+                match client
+                    .value(
+                        Method::DELETE,
+                        &format!("/v1/containers?ref={}&force={force}", q(c)),
+                    )
+                    .await
+                {
                     Ok(v) => println!("{}", s(&v, "name")),
                     Err(e) if single => return Err(e.into()),
                     Err(e) => {
@@ -263,7 +331,9 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
                 let (k, v) = l.split_once('=').unwrap_or((l, ""));
                 labels.insert(k.to_owned(), Value::String(v.to_owned()));
             }
-            let v = client.post_json("/v1/volumes", &json!({ "name": name, "labels": labels })).await?;
+            let v = client
+                .post_json("/v1/volumes", &json!({ "name": name, "labels": labels }))
+                .await?;
             if json {
                 return print_json(&v);
             }
@@ -291,19 +361,30 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
                 }
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = list.iter().map(|vol| vec![s(vol, "driver").to_owned(), s(vol, "name").to_owned()]).collect();
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|vol| vec![s(vol, "driver").to_owned(), s(vol, "name").to_owned()])
+                .collect();
             print!("{}", table(&["DRIVER", "VOLUME NAME"], &rows));
             Ok(())
         }
         VolumeCmd::Inspect { name } => {
-            let v = client.value(Method::GET, &format!("/v1/volumes/inspect?name={}", q(&name))).await?;
+            let v = client
+                .value(
+                    Method::GET,
+                    &format!("/v1/volumes/inspect?name={}", q(&name)),
+                )
+                .await?;
             print_json(&v)
         }
         VolumeCmd::Rm { names } => {
             let single = names.len() == 1;
             let mut failed = 0;
             for name in &names {
-                match client.value(Method::DELETE, &format!("/v1/volumes?name={}", q(name))).await {
+                match client
+                    .value(Method::DELETE, &format!("/v1/volumes?name={}", q(name)))
+                    .await
+                {
                     Ok(_) => println!("{name}"),
                     Err(e) if single => return Err(e.into()),
                     Err(e) => {
@@ -318,7 +399,9 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
             Ok(())
         }
         VolumeCmd::Prune { all } => {
-            let v = client.value(Method::POST, &format!("/v1/volumes/prune?all={all}")).await?;
+            let v = client
+                .value(Method::POST, &format!("/v1/volumes/prune?all={all}"))
+                .await?;
             if json {
                 return print_json(&v);
             }
@@ -326,7 +409,10 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
             for name in v["removed"].as_array().into_iter().flatten() {
                 println!("{}", name.as_str().unwrap_or_default());
             }
-            println!("\nTotal reclaimed space: {}", human_size(n(&v, "reclaimed_bytes")));
+            println!(
+                "\nTotal reclaimed space: {}",
+                human_size(n(&v, "reclaimed_bytes"))
+            );
             Ok(())
         }
     }

@@ -22,23 +22,36 @@ pub(crate) fn rfc3339(secs: u64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 impl Store {
     /// Commits the container's changes as a new image tagged `tag`. The container keeps
     /// running and mounted. On error nothing is recorded and the staged layer is removed.
-    pub fn commit_container(&self, reference: &str, tag: Option<&ImageRef>) -> Result<ImportedImage, Error> {
+    pub fn commit_container(
+        &self,
+        reference: &str,
+        tag: Option<&ImageRef>,
+    ) -> Result<ImportedImage, Error> {
         let (c, image) = {
             let r = self.db.read()?;
             let c = resolve_container(&r, reference)?;
-            let image = r.image(&c.image)?.ok_or_else(|| Error::NotFound { kind: "image", name: c.image.to_string() })?;
+            let image = r.image(&c.image)?.ok_or_else(|| Error::NotFound {
+                kind: "image",
+                name: c.image.to_string(),
+            })?;
             (c, image)
         };
         let staging = StagingDir(self.tmp_dir().join(format!("commit-{}", CacheId::random())));
@@ -50,19 +63,27 @@ impl Store {
             let exporter = s.spawn(|| archive::export_layer(&upper, writer));
             let extracted = archive::extract_layer(reader, &layer_dir);
             let exported = exporter.join().unwrap_or_else(|_| {
-                Err(archive::ExportError::Unsupported { path: upper.clone(), why: "exporter thread panicked" })
+                Err(archive::ExportError::Unsupported {
+                    path: upper.clone(),
+                    why: "exporter thread panicked",
+                })
             });
             exported?;
             extracted.map_err(|e| Error::Invalid(format!("re-reading the committed layer: {e}")))
         })?;
 
-        let mut config: Value = serde_json::from_slice(&image.config_json).unwrap_or_else(|_| json!({}));
+        let mut config: Value =
+            serde_json::from_slice(&image.config_json).unwrap_or_else(|_| json!({}));
         let created = rfc3339(now());
         let cfg = &c.config;
         config["created"] = json!(created);
         config["container"] = json!(c.id.hex());
         let runtime = config.get("config").cloned().unwrap_or_else(|| json!({}));
-        let mut runtime = if runtime.is_object() { runtime } else { json!({}) };
+        let mut runtime = if runtime.is_object() {
+            runtime
+        } else {
+            json!({})
+        };
         runtime["Env"] = json!(cfg.env);
         runtime["Entrypoint"] = json!(cfg.entrypoint);
         runtime["Cmd"] = json!(cfg.cmd);
@@ -72,11 +93,17 @@ impl Store {
         let mut diff_ids: Vec<String> = image.diff_ids.iter().map(ToString::to_string).collect();
         diff_ids.push(stats.diff_id.to_string());
         config["rootfs"] = json!({ "type": "layers", "diff_ids": diff_ids });
-        let mut history = config.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut history = config
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         history.push(json!({ "created": created, "created_by": format!("strata container commit {}", c.name) }));
         config["history"] = Value::Array(history);
-        let config_json = serde_json::to_vec(&config).map_err(|e| Error::Invalid(format!("encoding image config: {e}")))?;
-        let parsed = ImageConfig::from_json(&config_json).map_err(|e| Error::Invalid(format!("image config: {e}")))?;
+        let config_json = serde_json::to_vec(&config)
+            .map_err(|e| Error::Invalid(format!("encoding image config: {e}")))?;
+        let parsed = ImageConfig::from_json(&config_json)
+            .map_err(|e| Error::Invalid(format!("image config: {e}")))?;
 
         let mut all_diffs = image.diff_ids.clone();
         all_diffs.push(stats.diff_id);
@@ -87,10 +114,17 @@ impl Store {
             repo_tags: tag.into_iter().cloned().collect(),
             diff_ids: all_diffs,
         };
-        let staged = StagedLayer { diff_id: stats.diff_id, dir: Some(layer_dir), stats: Some(stats), keys: Vec::new() };
+        let staged = StagedLayer {
+            diff_id: stats.diff_id,
+            dir: Some(layer_dir),
+            stats: Some(stats),
+            keys: Vec::new(),
+        };
         let mut stored = self.store_staged(&[new_image], &[staged], &staging.0)?;
         tracing::info!(container = %c.name, image = ?stored.first().map(|i| i.id), "committed container");
-        stored.pop().ok_or_else(|| Error::Invalid("commit stored no image".into()))
+        stored
+            .pop()
+            .ok_or_else(|| Error::Invalid("commit stored no image".into()))
     }
 }
 

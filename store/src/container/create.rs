@@ -28,7 +28,11 @@ pub struct CreateOptions {
 
 fn merged_env(image: &[String], overrides: &[String]) -> Vec<String> {
     let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_owned();
-    let mut out: Vec<String> = image.iter().filter(|e| !overrides.iter().any(|o| key(o) == key(e))).cloned().collect();
+    let mut out: Vec<String> = image
+        .iter()
+        .filter(|e| !overrides.iter().any(|o| key(o) == key(e)))
+        .cloned()
+        .collect();
     out.extend(overrides.iter().cloned());
     out
 }
@@ -44,7 +48,8 @@ impl Store {
             None => ContainerName::parse(&format!("strata_{}", &id.hex()[..12]))?,
         };
         let resolve = |p: &str| std::fs::canonicalize(p).ok();
-        validate_set(&opts.mounts, &self.root, &resolve).map_err(|e| Error::Invalid(e.to_string()))?;
+        validate_set(&opts.mounts, &self.root, &resolve)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         // `-v /host/path:/target` creates a missing host directory, as Docker does.
         for m in &opts.mounts {
             if m.kind == MountKind::Bind {
@@ -56,7 +61,10 @@ impl Store {
 
         let txn = self.db.write()?;
         if txn.container_by_name(name.as_str())?.is_some() {
-            return Err(Error::InUse(format!("container name {:?} is already in use", name.as_str())));
+            return Err(Error::InUse(format!(
+                "container name {:?} is already in use",
+                name.as_str()
+            )));
         }
         let mut image = super::super::image::resolve_image_in(&txn, &opts.image)?;
         let mut made: Vec<PathBuf> = Vec::new();
@@ -64,31 +72,60 @@ impl Store {
             let mut mounts = Vec::with_capacity(opts.mounts.len());
             for m in &opts.mounts {
                 let (kind, source) = match m.kind {
-                    MountKind::Bind => (ContainerMountKind::Bind, m.source.clone().unwrap_or_default()),
+                    MountKind::Bind => (
+                        ContainerMountKind::Bind,
+                        m.source.clone().unwrap_or_default(),
+                    ),
                     MountKind::Tmpfs => (ContainerMountKind::Tmpfs, String::new()),
                     MountKind::Volume => {
-                        let mut vol = self.ensure_volume(&txn, m.source.as_deref(), BTreeMap::new(), &mut made)?;
+                        let mut vol = self.ensure_volume(
+                            &txn,
+                            m.source.as_deref(),
+                            BTreeMap::new(),
+                            &mut made,
+                        )?;
                         vol.users += 1;
                         txn.put_volume(&vol)?;
                         (ContainerMountKind::Volume, vol.name)
                     }
                 };
-                mounts.push(ContainerMount { kind, source, target: m.target.clone(), readonly: m.readonly });
+                mounts.push(ContainerMount {
+                    kind,
+                    source,
+                    target: m.target.clone(),
+                    readonly: m.readonly,
+                });
             }
             let mut chain = Vec::with_capacity(image.chain.len());
             for c in &image.chain {
-                let l = txn.layer(c)?.ok_or_else(|| Error::NotFound { kind: "layer", name: c.to_string() })?;
+                let l = txn.layer(c)?.ok_or_else(|| Error::NotFound {
+                    kind: "layer",
+                    name: c.to_string(),
+                })?;
                 chain.push((l.cache_id, l.short_link));
             }
             self.driver.create_rw(id, &chain)?;
-            made.push(self.driver.upper_dir(id).parent().map_or_else(|| self.driver.upper_dir(id), Path::to_path_buf));
+            made.push(
+                self.driver
+                    .upper_dir(id)
+                    .parent()
+                    .map_or_else(|| self.driver.upper_dir(id), Path::to_path_buf),
+            );
             let ic = &image.config;
             let config = ContainerConfig {
                 env: merged_env(&ic.env, &opts.env),
                 entrypoint: opts.entrypoint.clone().or_else(|| ic.entrypoint.clone()),
                 cmd: opts.cmd.clone().or_else(|| ic.cmd.clone()),
-                working_dir: opts.working_dir.clone().or_else(|| ic.working_dir.clone()).filter(|w| !w.is_empty()),
-                user: opts.user.clone().or_else(|| ic.user.clone()).filter(|u| !u.is_empty()),
+                working_dir: opts
+                    .working_dir
+                    .clone()
+                    .or_else(|| ic.working_dir.clone())
+                    .filter(|w| !w.is_empty()),
+                user: opts
+                    .user
+                    .clone()
+                    .or_else(|| ic.user.clone())
+                    .filter(|u| !u.is_empty()),
             };
             let record = ContainerRecord {
                 id,

@@ -58,7 +58,10 @@ impl Store {
             let c = resolve_container(&r, reference)?;
             let mut chain = Vec::with_capacity(c.chain.len());
             for id in &c.chain {
-                let l = r.layer(id)?.ok_or_else(|| Error::NotFound { kind: "layer", name: id.to_string() })?;
+                let l = r.layer(id)?.ok_or_else(|| Error::NotFound {
+                    kind: "layer",
+                    name: id.to_string(),
+                })?;
                 chain.push((l.cache_id, l.short_link));
             }
             let target = self.tmp_dir().join(format!("diff-{}", CacheId::random()));
@@ -76,7 +79,13 @@ impl Store {
     }
 }
 
-fn walk(upper: &Path, lower: &Path, rel: &Path, parent_opaque: bool, out: &mut Vec<Change>) -> Result<(), Error> {
+fn walk(
+    upper: &Path,
+    lower: &Path,
+    rel: &Path,
+    parent_opaque: bool,
+    out: &mut Vec<Change>,
+) -> Result<(), Error> {
     let dir = upper.join(rel);
     let entries = std::fs::read_dir(&dir).map_err(Error::io("listing", &dir))?;
     for entry in entries {
@@ -88,14 +97,33 @@ fn walk(upper: &Path, lower: &Path, rel: &Path, parent_opaque: bool, out: &mut V
         let in_lower = !parent_opaque && std::fs::symlink_metadata(lower.join(&rel_path)).is_ok();
         if meta.file_type().is_char_device() && meta.rdev() == 0 {
             if in_lower {
-                out.push(Change { kind: ChangeKind::Deleted, path: shown });
+                out.push(Change {
+                    kind: ChangeKind::Deleted,
+                    path: shown,
+                });
             }
             continue;
         }
-        out.push(Change { kind: if in_lower { ChangeKind::Changed } else { ChangeKind::Added }, path: shown });
+        out.push(Change {
+            kind: if in_lower {
+                ChangeKind::Changed
+            } else {
+                ChangeKind::Added
+            },
+            path: shown,
+        });
         if meta.is_dir() {
-            let opaque = xattr::get(&path, OPAQUE_XATTR).ok().flatten().is_some_and(|v| v == b"y");
-            walk(upper, lower, &rel_path, parent_opaque || opaque || !in_lower, out)?;
+            let opaque = xattr::get(&path, OPAQUE_XATTR)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y");
+            walk(
+                upper,
+                lower,
+                &rel_path,
+                parent_opaque || opaque || !in_lower,
+                out,
+            )?;
         }
     }
     Ok(())

@@ -67,7 +67,11 @@ pub struct ContainerSummary {
 }
 
 impl Store {
-    pub(crate) fn container_summary(&self, r: &impl Reads, c: ContainerRecord) -> Result<ContainerSummary, Error> {
+    pub(crate) fn container_summary(
+        &self,
+        r: &impl Reads,
+        c: ContainerRecord,
+    ) -> Result<ContainerSummary, Error> {
         let image = r.image(&c.image)?;
         let image_size = image.as_ref().map_or(0, |i| i.size);
         let rw = c.rw_size.map(|(bytes, _)| bytes);
@@ -108,11 +112,23 @@ impl Store {
             .read()?
             .containers()?
             .into_iter()
-            .filter(|c| c.rw_size.is_none_or(|(_, at)| crate::store::now().saturating_sub(at) >= max_age.as_secs()))
+            .filter(|c| {
+                c.rw_size.is_none_or(|(_, at)| {
+                    crate::store::now().saturating_sub(at) >= max_age.as_secs()
+                })
+            })
             .map(|c| c.id)
             .collect();
-        let measured: Vec<_> =
-            stale.iter().map(|id| (*id, crate::usage::dir_bytes(&self.driver.upper_dir(*id)), crate::store::now())).collect();
+        let measured: Vec<_> = stale
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    crate::usage::dir_bytes(&self.driver.upper_dir(*id)),
+                    crate::store::now(),
+                )
+            })
+            .collect();
         let txn = self.db.write()?;
         for (id, bytes, at) in &measured {
             if let Some(mut c) = txn.container(id)? {
@@ -134,19 +150,30 @@ impl Store {
 
 /// Finds a container by name, full id, or unique id prefix (at least 4 hex digits).
 pub(crate) fn resolve_container(r: &impl Reads, reference: &str) -> Result<ContainerRecord, Error> {
-    let not_found = || Error::NotFound { kind: "container", name: reference.to_owned() };
+    let not_found = || Error::NotFound {
+        kind: "container",
+        name: reference.to_owned(),
+    };
     let name = reference.strip_prefix('/').unwrap_or(reference);
     if let Some(c) = r.container_by_name(name)? {
         return Ok(c);
     }
-    let is_prefix = (4..=64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_prefix = (4..=64).contains(&reference.len())
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !is_prefix {
         return Err(not_found());
     }
-    let mut found = r.containers()?.into_iter().filter(|c| c.id.hex().starts_with(reference));
+    let mut found = r
+        .containers()?
+        .into_iter()
+        .filter(|c| c.id.hex().starts_with(reference));
     match (found.next(), found.next()) {
         (Some(one), None) => Ok(one),
         (None, _) => Err(not_found()),
-        (Some(_), Some(_)) => Err(Error::Invalid(format!("container id prefix {reference} is ambiguous"))),
+        (Some(_), Some(_)) => Err(Error::Invalid(format!(
+            "container id prefix {reference} is ambiguous"
+        ))),
     }
 }

@@ -31,7 +31,10 @@ impl Store {
     fn mount_rw(&self, txn: &WriteTxn, c: &ContainerRecord) -> Result<(), Error> {
         let mut chain = Vec::with_capacity(c.chain.len());
         for id in &c.chain {
-            let l = txn.layer(id)?.ok_or_else(|| Error::NotFound { kind: "layer", name: id.to_string() })?;
+            let l = txn.layer(id)?.ok_or_else(|| Error::NotFound {
+                kind: "layer",
+                name: id.to_string(),
+            })?;
             chain.push((l.cache_id, l.short_link));
         }
         let spec = self.driver.rw_mount(c.id, &chain);

@@ -15,7 +15,11 @@ impl Store {
         let c = resolve_container(&txn, reference)?;
         let running = self.exec_pids(c.id);
         if !force && (c.mounted > 0 || !running.is_empty()) {
-            let why = if running.is_empty() { "mounted" } else { "running a command" };
+            let why = if running.is_empty() {
+                "mounted"
+            } else {
+                "running a command"
+            };
             return Err(Error::InUse(format!(
                 "container {} is {why}; unmount it or use --force",
                 c.name
@@ -26,7 +30,11 @@ impl Store {
             image.container_users = image.container_users.saturating_sub(1);
             txn.put_image(&image)?;
         }
-        for m in c.mounts.iter().filter(|m| m.kind == ContainerMountKind::Volume) {
+        for m in c
+            .mounts
+            .iter()
+            .filter(|m| m.kind == ContainerMountKind::Volume)
+        {
             if let Some(mut v) = txn.volume(&m.source)? {
                 v.users = v.users.saturating_sub(1);
                 txn.put_volume(&v)?;
@@ -34,10 +42,16 @@ impl Store {
         }
         txn.commit()?;
         for pid in running {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let merged = self.driver.merged_dir(c.id);
-        if mounts::mounts_under(&merged).map_err(Error::io("reading mountinfo for", &merged))?.contains(&merged) {
+        if mounts::mounts_under(&merged)
+            .map_err(Error::io("reading mountinfo for", &merged))?
+            .contains(&merged)
+        {
             mounts::unmount(&merged)?;
         }
         self.driver.remove_layer(c.id, "")?;

@@ -43,7 +43,10 @@ pub enum DriverError {
     #[error("unknown storage driver {0:?} (known: overlay2, vfs)")]
     Unknown(String),
     #[error("the {driver} driver does not support {what}")]
-    Unsupported { driver: &'static str, what: &'static str },
+    Unsupported {
+        driver: &'static str,
+        what: &'static str,
+    },
 }
 
 pub(crate) fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DriverError {

@@ -122,8 +122,30 @@ impl Driver for Overlay2 {
     }
 
     fn create_rw(&self, id: CacheId, _chain: &[(CacheId, String)]) -> Result<(), DriverError> {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = self.layer_dir(id);
-        let made = ["diff", "work", "merged"].iter().try_for_each(|sub| ensure_dir(&dir.join(sub)));
+        // The upper dir's root becomes the container's `/`, so it needs 0755 (a 0700 root
+        // would lock non-root users out). The init layer holds the mount points exec needs
+        // (`/dev`, `/proc`), like Docker's `<id>-init` layer, so they never show in the diff.
+        let made = ensure_dir(&dir).and_then(|()| {
+            for (sub, mode) in [
+                ("diff", 0o755),
+                ("work", 0o700),
+                ("merged", 0o755),
+                ("init", 0o755),
+                ("init/dev", 0o755),
+                ("init/proc", 0o555),
+            ] {
+                let path = dir.join(sub);
+                std::fs::DirBuilder::new()
+                    .mode(mode)
+                    .create(&path)
+                    .map_err(io_err("creating", &path))?;
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(io_err("chmod", &path))?;
+            }
+            sync_dir(&dir)
+        });
         if made.is_err() {
             let _ = remove_tree(&dir);
         }
@@ -132,9 +154,24 @@ impl Driver for Overlay2 {
     }
 
     fn rw_mount(&self, id: CacheId, chain: &[(CacheId, String)]) -> MountSpec {
-        let lower = chain.iter().rev().map(|(_, short)| Path::new(LINK_DIR).join(short)).collect();
-        let upper = UpperDirs { upper: Path::new(&id.hex()).join("diff"), work: Path::new(&id.hex()).join("work") };
-        MountSpec::Overlay { base: self.home.clone(), lower, upper: Some(upper) }
+        let init = Path::new(&id.hex()).join("init");
+        let lower = std::iter::once(init)
+            .chain(
+                chain
+                    .iter()
+                    .rev()
+                    .map(|(_, short)| Path::new(LINK_DIR).join(short)),
+            )
+            .collect();
+        let upper = UpperDirs {
+            upper: Path::new(&id.hex()).join("diff"),
+            work: Path::new(&id.hex()).join("work"),
+        };
+        MountSpec::Overlay {
+            base: self.home.clone(),
+            lower,
+            upper: Some(upper),
+        }
     }
 
     fn merged_dir(&self, id: CacheId) -> PathBuf {

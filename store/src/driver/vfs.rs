@@ -83,11 +83,17 @@ impl Driver for Vfs {
     }
 
     fn create_rw(&self, _id: CacheId, _chain: &[(CacheId, String)]) -> Result<(), DriverError> {
-        Err(DriverError::Unsupported { driver: "vfs", what: "containers yet (use overlay2)" })
+        Err(DriverError::Unsupported {
+            driver: "vfs",
+            what: "containers yet (use overlay2)",
+        })
     }
 
     fn rw_mount(&self, id: CacheId, _chain: &[(CacheId, String)]) -> MountSpec {
-        MountSpec::Bind { source: self.home.join(id.hex()).join("fs"), readonly: false }
+        MountSpec::Bind {
+            source: self.home.join(id.hex()).join("fs"),
+            readonly: false,
+        }
     }
 
     fn merged_dir(&self, id: CacheId) -> PathBuf {

@@ -13,8 +13,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use codec::CodecError;
 pub use records::{
-    ContainerConfig, ContainerMount, ContainerMountKind, ContainerRecord, ImageConfigRecord, ImageRecord, LayerRecord,
-    VolumeRecord,
+    ContainerConfig, ContainerMount, ContainerMountKind, ContainerRecord, ImageConfigRecord,
+    ImageRecord, LayerRecord, VolumeRecord,
 };
 pub use schema::SCHEMA_VERSION;
 
@@ -191,13 +191,21 @@ macro_rules! impl_reads {
                 all_records(&self.txn.open_table(VOLUMES)?, "volumes")
             }
             fn container(&self, id: &CacheId) -> Result<Option<ContainerRecord>, MetaError> {
-                get_record(&self.txn.open_table(CONTAINERS)?, "containers", id.as_bytes())
+                get_record(
+                    &self.txn.open_table(CONTAINERS)?,
+                    "containers",
+                    id.as_bytes(),
+                )
             }
             fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, MetaError> {
                 get_record(&self.txn.open_table(VOLUMES)?, "volumes", name)
             }
             fn container_by_name(&self, name: &str) -> Result<Option<ContainerRecord>, MetaError> {
-                let id = self.txn.open_table(CONTAINER_NAMES)?.get(name)?.map(|v| *v.value());
+                let id = self
+                    .txn
+                    .open_table(CONTAINER_NAMES)?
+                    .get(name)?
+                    .map(|v| *v.value());
                 match id {
                     Some(id) => get_record(&self.txn.open_table(CONTAINERS)?, "containers", &id),
                     None => Ok(None),
@@ -277,7 +285,9 @@ impl WriteTxn {
     }
     /// Writes the record and its name index entry.
     pub fn put_container(&self, rec: &ContainerRecord) -> Result<(), MetaError> {
-        self.txn.open_table(CONTAINER_NAMES)?.insert(rec.name.as_str(), rec.id.as_bytes())?;
+        self.txn
+            .open_table(CONTAINER_NAMES)?
+            .insert(rec.name.as_str(), rec.id.as_bytes())?;
         self.txn
             .open_table(CONTAINERS)?
             .insert(rec.id.as_bytes(), codec::encode(rec).as_slice())?;
@@ -285,7 +295,9 @@ impl WriteTxn {
     }
     pub fn delete_container(&self, rec: &ContainerRecord) -> Result<(), MetaError> {
         self.txn.open_table(CONTAINERS)?.remove(rec.id.as_bytes())?;
-        self.txn.open_table(CONTAINER_NAMES)?.remove(rec.name.as_str())?;
+        self.txn
+            .open_table(CONTAINER_NAMES)?
+            .remove(rec.name.as_str())?;
         Ok(())
     }
     pub fn delete_volume(&self, name: &str) -> Result<(), MetaError> {

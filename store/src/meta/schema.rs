@@ -3,7 +3,9 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::{BLOB_KEYS, CONTAINER_NAMES, CONTAINERS, IMAGES, LAYERS, META, MetaError, TAGS, VOLUMES};
+use super::{
+    BLOB_KEYS, CONTAINER_NAMES, CONTAINERS, IMAGES, LAYERS, META, MetaError, TAGS, VOLUMES,
+};
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u64 = 1;

@@ -124,28 +124,42 @@ fn container_and_volume_encodings_are_stable() {
         mounted: 1,
         rw_size: Some((7, 8)),
     };
-    let v = VolumeRecord { name: "data".into(), labels: BTreeMap::new(), created: 6, users: 0 };
+    let v = VolumeRecord {
+        name: "data".into(),
+        labels: BTreeMap::new(),
+        created: 6,
+        users: 0,
+    };
     let golden = [
         "01".to_owned(),
-        "cd".repeat(32),                          // id
-        format!("03{}", hexs(b"web")),            // name
-        "05".repeat(32),                          // image
-        format!("01{}", "06".repeat(32)),         // chain
-        "0103413d31".to_owned(),                  // env
-        "00".to_owned(),                          // entrypoint
-        "0101027368".to_owned(),                  // cmd
-        "00".to_owned(),                          // working_dir
-        "010131".to_owned(),                      // user
+        "cd".repeat(32),                         // id
+        format!("03{}", hexs(b"web")),           // name
+        "05".repeat(32),                         // image
+        format!("01{}", "06".repeat(32)),        // chain
+        "0103413d31".to_owned(),                 // env
+        "00".to_owned(),                         // entrypoint
+        "0101027368".to_owned(),                 // cmd
+        "00".to_owned(),                         // working_dir
+        "010131".to_owned(),                     // user
         format!("0101{}022f6401", "0464617461"), // mounts: [Volume, "data", "/d", ro]
-        "05".to_owned(),                          // created
-        "01".to_owned(),                          // mounted
-        "010708".to_owned(),                      // rw_size
+        "05".to_owned(),                         // created
+        "01".to_owned(),                         // mounted
+        "010708".to_owned(),                     // rw_size
     ]
     .concat();
     assert_eq!(hexs(&codec::encode(&c)), golden);
-    assert_eq!(hexs(&codec::encode(&v)), format!("0104{}000600", hexs(b"data")));
-    assert_eq!(codec::decode::<ContainerRecord>(&codec::encode(&c)).unwrap(), c);
-    assert_eq!(codec::decode::<VolumeRecord>(&codec::encode(&v)).unwrap(), v);
+    assert_eq!(
+        hexs(&codec::encode(&v)),
+        format!("0104{}000600", hexs(b"data"))
+    );
+    assert_eq!(
+        codec::decode::<ContainerRecord>(&codec::encode(&c)).unwrap(),
+        c
+    );
+    assert_eq!(
+        codec::decode::<VolumeRecord>(&codec::encode(&v)).unwrap(),
+        v
+    );
 }
 
 #[test]

@@ -456,7 +456,11 @@ fn read_dir_names(fd: BorrowedFd<'_>) -> io::Result<Vec<(CString, Option<bool>)>
 pub(crate) fn open_in_root(root: &Path, rel: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let root_fd = open_dir(root)?;
     let rel = cstring(rel.trim_start_matches('/').as_bytes())?;
-    let rel = if rel.as_bytes().is_empty() { cstring(b".")? } else { rel };
+    let rel = if rel.as_bytes().is_empty() {
+        cstring(b".")?
+    } else {
+        rel
+    };
     // SAFETY: open_how is plain old data for which all-zero is the documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = u64::try_from(flags | libc::O_CLOEXEC).unwrap_or_default();
@@ -479,7 +483,8 @@ pub(crate) fn open_in_root(root: &Path, rel: &str, flags: libc::c_int) -> io::Re
             }
             return Err(e);
         }
-        let fd = i32::try_from(ret).map_err(|_| io::Error::other("openat2 returned an impossible fd"))?;
+        let fd = i32::try_from(ret)
+            .map_err(|_| io::Error::other("openat2 returned an impossible fd"))?;
         // SAFETY: openat2 returned a new descriptor that nothing else owns.
         return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
     }
@@ -491,8 +496,16 @@ pub(crate) fn open_in_root(root: &Path, rel: &str, flags: libc::c_int) -> io::Re
 pub(crate) fn mkdir_all_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
     let mut prefix = String::new();
     for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
-        let parent = if prefix.is_empty() { ".".to_owned() } else { prefix.clone() };
-        prefix = if prefix.is_empty() { part.to_owned() } else { format!("{prefix}/{part}") };
+        let parent = if prefix.is_empty() {
+            ".".to_owned()
+        } else {
+            prefix.clone()
+        };
+        prefix = if prefix.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{prefix}/{part}")
+        };
         match open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -513,7 +526,10 @@ pub(crate) fn mkdir_all_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
     let fd = open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY)?;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     if !real.starts_with(root) {
-        return Err(io::Error::other(format!("{} resolves outside the container", rel)));
+        return Err(io::Error::other(format!(
+            "{} resolves outside the container",
+            rel
+        )));
     }
     Ok(real)
 }

@@ -12,7 +12,11 @@ use std::path::Path;
 #[derive(Debug)]
 pub(crate) enum ChildMount {
     /// Bind `source` onto `target`; remount read-only if asked.
-    Bind { source: CString, target: CString, readonly: bool },
+    Bind {
+        source: CString,
+        target: CString,
+        readonly: bool,
+    },
     /// A tmpfs at `target` with `options` (e.g. `mode=1777`).
     Tmpfs { target: CString, options: CString },
 }
@@ -40,12 +44,20 @@ pub(crate) struct ChildSetup {
 }
 
 pub(crate) fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{} contains a NUL byte", path.display())))
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} contains a NUL byte", path.display()),
+        )
+    })
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 impl ChildSetup {
@@ -57,24 +69,64 @@ impl ChildSetup {
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;
             // Nothing we mount may propagate back to the host.
-            check(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            check(libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
             for m in &self.mounts {
                 match m {
-                    ChildMount::Bind { source, target, readonly } => {
-                        check(libc::mount(source.as_ptr(), target.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
+                    ChildMount::Bind {
+                        source,
+                        target,
+                        readonly,
+                    } => {
+                        check(libc::mount(
+                            source.as_ptr(),
+                            target.as_ptr(),
+                            none,
+                            libc::MS_BIND | libc::MS_REC,
+                            std::ptr::null(),
+                        ))?;
                         if *readonly {
                             let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-                            check(libc::mount(none, target.as_ptr(), none, flags, std::ptr::null()))?;
+                            check(libc::mount(
+                                none,
+                                target.as_ptr(),
+                                none,
+                                flags,
+                                std::ptr::null(),
+                            ))?;
                         }
                     }
                     ChildMount::Tmpfs { target, options } => {
-                        check(libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, options.as_ptr().cast()))?;
+                        check(libc::mount(
+                            c"tmpfs".as_ptr(),
+                            target.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            libc::MS_NOSUID | libc::MS_NODEV,
+                            options.as_ptr().cast(),
+                        ))?;
                     }
                 }
             }
             let hardened = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            check(libc::mount(c"proc".as_ptr(), self.proc_target.as_ptr(), c"proc".as_ptr(), hardened, std::ptr::null()))?;
-            check(libc::mount(c"tmpfs".as_ptr(), self.dev_target.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID, c"mode=755,size=65536k".as_ptr().cast()))?;
+            check(libc::mount(
+                c"proc".as_ptr(),
+                self.proc_target.as_ptr(),
+                c"proc".as_ptr(),
+                hardened,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                self.dev_target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID,
+                c"mode=755,size=65536k".as_ptr().cast(),
+            ))?;
             for node in &self.dev_nodes {
                 let dev = libc::makedev(node.major, node.minor);
                 check(libc::mknod(node.path.as_ptr(), libc::S_IFCHR | 0o666, dev))?;
@@ -84,7 +136,14 @@ impl ChildSetup {
             // runc's trick: pivot_root(".", ".") stacks the old root under the new one, and a
             // lazy unmount of "." drops it, with no put_old directory inside the container.
             check(libc::chdir(self.root.as_ptr()))?;
-            check(i32::try_from(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())).unwrap_or(-1))?;
+            check(
+                i32::try_from(libc::syscall(
+                    libc::SYS_pivot_root,
+                    c".".as_ptr(),
+                    c".".as_ptr(),
+                ))
+                .unwrap_or(-1),
+            )?;
             check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
             check(libc::chdir(c"/".as_ptr()))?;
             check(libc::chdir(self.workdir.as_ptr()))?;

@@ -1,0 +1,415 @@
+//! Containers on real overlay mounts: copy-up, whiteouts, diff, commit, exec, volumes, binds.
+//!
+//! Guards against: writes that reach a lower layer, a diff that misreports copy-ups or
+//! deletions, commits that copy shared layers or lose changes, volume data lost with its
+//! container, read-only binds that are writable, and invalid mount specs that half-create a
+//! container.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with context, like the tests"
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use common::TestStore;
+use strata_store::mountspec::{parse_mount_flag, parse_volume_flag};
+use strata_store::{ChangeKind, CreateOptions, ErrorKind, ExecRequest, ExecStdio};
+use strata_testkit::{NodeKind, TreeSnapshot, busybox_image};
+
+const IMAGE: &str = "busybox/test:latest";
+
+fn store_with_image() -> TestStore {
+    let t = TestStore::new("overlay2");
+    t.import(&busybox_image(IMAGE).docker_save_legacy());
+    t
+}
+
+fn create(
+    t: &TestStore,
+    name: &str,
+    volumes: &[&str],
+    env: &[&str],
+) -> strata_store::ContainerSummary {
+    let mounts = volumes
+        .iter()
+        .map(|v| parse_volume_flag(v).unwrap())
+        .collect();
+    t.store()
+        .create_container(CreateOptions {
+            name: Some(name.into()),
+            image: IMAGE.into(),
+            mounts,
+            env: env.iter().map(|e| (*e).to_owned()).collect(),
+            ..CreateOptions::default()
+        })
+        .unwrap()
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `argv` in the container with `input` on stdin; collects stdout and stderr.
+fn exec(t: &TestStore, container: &str, argv: &[&str], user: Option<&str>, input: &[u8]) -> Output {
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (mut out_r, out_w) = std::io::pipe().unwrap();
+    let (mut err_r, err_w) = std::io::pipe().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin_w.write_all(&input);
+    });
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out_r.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        err_r.read_to_string(&mut s).unwrap();
+        s
+    });
+    let req = ExecRequest {
+        cmd: argv.iter().map(|a| (*a).to_owned()).collect(),
+        user: user.map(str::to_owned),
+        ..ExecRequest::default()
+    };
+    let stdio = ExecStdio {
+        stdin: OwnedFd::from(stdin_r),
+        stdout: OwnedFd::from(out_w),
+        stderr: OwnedFd::from(err_w),
+    };
+    let code = t.store().exec_container(container, &req, stdio).unwrap();
+    feeder.join().unwrap();
+    Output {
+        code,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+#[test]
+fn writes_copy_up_deletes_whiteout_and_diff_and_commit_report_them() {
+    let t = store_with_image();
+    let c = create(&t, "web", &[], &[]);
+    let script =
+        "echo changed >> /data/lower.txt && rm /data/delete-me && echo new > /data/new.txt";
+    let out = exec(&t, "web", &["sh", "-c", script], None, b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // The lower layer is untouched; the upper holds a full copy and a whiteout.
+    let layers = t.store().list_layers().unwrap();
+    let lower_file = layers
+        .iter()
+        .map(|l| l.diff_path.join("data/lower.txt"))
+        .find(|p| p.exists())
+        .unwrap();
+    assert_eq!(std::fs::read(&lower_file).unwrap(), b"from the image\n");
+    let upper = t
+        .root()
+        .join("overlay2")
+        .join(c.id.to_string())
+        .join("diff");
+    assert_eq!(
+        std::fs::read(upper.join("data/lower.txt")).unwrap(),
+        b"from the image\nchanged\n"
+    );
+    let upper_tree = TreeSnapshot::from_dir(&upper).unwrap();
+    assert_eq!(upper_tree.nodes["data/delete-me"].kind, NodeKind::Char);
+    assert_eq!(upper_tree.nodes["data/delete-me"].rdev, Some((0, 0)));
+
+    let changes: Vec<(ChangeKind, String)> = t
+        .store()
+        .container_changes("web")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.kind, c.path))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (ChangeKind::Changed, "/data".to_owned()),
+            (ChangeKind::Deleted, "/data/delete-me".to_owned()),
+            (ChangeKind::Changed, "/data/lower.txt".to_owned()),
+            (ChangeKind::Added, "/data/new.txt".to_owned()),
+        ]
+    );
+
+    let layers_before = t.store().list_layers().unwrap().len();
+    let committed = t
+        .store()
+        .commit_container("web", Some(&"busybox/committed:v1".parse().unwrap()))
+        .unwrap();
+    assert_eq!(committed.layers, 3);
+    assert_eq!(
+        committed.new_layers, 1,
+        "parent layers are shared, not copied"
+    );
+    assert_eq!(t.store().list_layers().unwrap().len(), layers_before + 1);
+    let view = t.view("busybox/committed:v1");
+    assert!(!view.nodes.contains_key("data/delete-me"));
+    assert_eq!(view.nodes["data/new.txt"].size, 4);
+    assert_eq!(
+        view.nodes["data/lower.txt"].size,
+        "from the image\nchanged\n".len() as u64
+    );
+    // The container keeps working after the commit.
+    assert_eq!(
+        exec(&t, "web", &["cat", "/data/new.txt"], None, b"").stdout,
+        "new\n"
+    );
+}
+
+#[test]
+fn exec_passes_stdio_and_returns_the_exit_code_with_the_records_user_env_and_workdir() {
+    let t = store_with_image();
+    let mounts = vec![];
+    t.store()
+        .create_container(CreateOptions {
+            name: Some("app".into()),
+            image: IMAGE.into(),
+            mounts,
+            env: vec!["EXTRA=2".into()],
+            user: Some("app".into()),
+            working_dir: Some("/home/app".into()),
+            ..CreateOptions::default()
+        })
+        .unwrap();
+    let out = exec(
+        &t,
+        "app",
+        &[
+            "sh",
+            "-c",
+            "cat; echo \"$IMAGE_ENV$EXTRA $(id -u):$(id -g) $(pwd)\"; exit 3",
+        ],
+        None,
+        b"hello\n",
+    );
+    assert_eq!(out.code, 3);
+    assert_eq!(out.stdout, "hello\n12 1000:1000 /home/app\n");
+    let root = exec(&t, "app", &["id", "-u"], Some("0"), b"");
+    assert_eq!(root.stdout, "0\n");
+    let devices = exec(
+        &t,
+        "app",
+        &[
+            "sh",
+            "-c",
+            "echo x > /dev/null && ls /dev && test -r /proc/self/status",
+        ],
+        None,
+        b"",
+    );
+    assert_eq!(devices.code, 0, "{}", devices.stderr);
+    for dev in ["null", "zero", "random", "urandom", "tty"] {
+        assert!(
+            devices.stdout.split_whitespace().any(|d| d == dev),
+            "{}",
+            devices.stdout
+        );
+    }
+    let missing = t.store().exec_container(
+        "app",
+        &ExecRequest {
+            cmd: vec!["nope".into()],
+            ..ExecRequest::default()
+        },
+        null_stdio(),
+    );
+    assert!(
+        missing
+            .unwrap_err()
+            .to_string()
+            .contains("not found in the container's PATH")
+    );
+    assert!(
+        !t.store().inspect_container("app").unwrap().mounted,
+        "exec released its mount reference"
+    );
+}
+
+fn null_stdio() -> ExecStdio {
+    let null = || {
+        OwnedFd::from(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .unwrap(),
+        )
+    };
+    ExecStdio {
+        stdin: null(),
+        stdout: null(),
+        stderr: null(),
+    }
+}
+
+#[test]
+fn volume_data_outlives_its_container_and_readonly_binds_refuse_writes() {
+    let t = store_with_image();
+    create(&t, "writer", &["shared:/vol"], &[]);
+    assert_eq!(
+        exec(
+            &t,
+            "writer",
+            &["sh", "-c", "echo kept > /vol/file"],
+            None,
+            b""
+        )
+        .code,
+        0
+    );
+    t.store().remove_container("writer", false).unwrap();
+    assert_eq!(t.store().inspect_volume("shared").unwrap().users, 0);
+    create(&t, "reader", &["shared:/vol:ro"], &[]);
+    assert_eq!(
+        exec(&t, "reader", &["cat", "/vol/file"], None, b"").stdout,
+        "kept\n"
+    );
+    assert_eq!(
+        t.store().remove_volume("shared").unwrap_err().kind(),
+        ErrorKind::InUse
+    );
+
+    let host = t.dir.path().join("host-ro");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("f"), b"host").unwrap();
+    create(&t, "binder", &[&format!("{}:/ro:ro", host.display())], &[]);
+    let out = exec(
+        &t,
+        "binder",
+        &["sh", "-c", "cat /ro/f; touch /ro/x"],
+        None,
+        b"",
+    );
+    assert_ne!(out.code, 0);
+    assert_eq!(out.stdout, "host");
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+    assert!(!host.join("x").exists());
+}
+
+#[test]
+fn invalid_mount_specs_are_refused_and_create_nothing() {
+    let t = store_with_image();
+    let before = t.tree_listing();
+    let inside_store = format!("{}/overlay2:/x", t.root().display());
+    let cases: Vec<(Vec<&str>, Vec<&str>, &str)> = vec![
+        (vec!["data:relative"], vec![], "relative"),
+        (vec!["data:/"], vec![], "/"),
+        (vec!["data:/a:rw,ro"], vec![], "ro"),
+        (vec!["a:b:c:d"], vec![], "colons"),
+        (vec!["data:/same", "other:/same"], vec![], "/same"),
+        (vec![&inside_store], vec![], "store"),
+        (
+            vec![],
+            vec!["type=bind,source=/does/not/exist,target=/x"],
+            "/does/not/exist",
+        ),
+        (vec![], vec!["type=volume,target=/x,bogus=1"], "bogus"),
+    ];
+    for (volumes, mounts, needle) in cases {
+        let parsed: Result<Vec<_>, String> = volumes
+            .iter()
+            .map(|v| parse_volume_flag(v).map_err(|e| e.to_string()))
+            .chain(
+                mounts
+                    .iter()
+                    .map(|m| parse_mount_flag(m).map_err(|e| e.to_string())),
+            )
+            .collect();
+        let message = match parsed {
+            Err(e) => e,
+            Ok(mounts) => t
+                .store()
+                .create_container(CreateOptions {
+                    name: Some("bad".into()),
+                    image: IMAGE.into(),
+                    mounts,
+                    ..CreateOptions::default()
+                })
+                .unwrap_err()
+                .to_string(),
+        };
+        assert!(
+            message.contains(needle),
+            "{volumes:?} {mounts:?}: {message}"
+        );
+        assert!(t.store().list_containers().unwrap().is_empty());
+        assert!(t.store().list_volumes(None).unwrap().is_empty());
+        assert_eq!(t.tree_listing(), before);
+    }
+}
+
+#[test]
+fn mounted_containers_and_used_images_are_protected() {
+    let t = store_with_image();
+    create(&t, "c1", &["/anon"], &[]);
+    let path = t.store().mount_container("c1").unwrap();
+    assert_eq!(t.store().mount_container("c1").unwrap(), path);
+    assert!(path.join("bin/busybox").exists());
+    assert_eq!(
+        t.store().remove_container("c1", false).unwrap_err().kind(),
+        ErrorKind::InUse
+    );
+    assert_eq!(
+        t.store().remove_image(IMAGE, false).unwrap_err().kind(),
+        ErrorKind::InUse
+    );
+    assert_eq!(t.store().unmount_container("c1", false).unwrap(), 1);
+    assert_eq!(t.store().unmount_container("c1", false).unwrap(), 0);
+    assert_eq!(
+        t.store().unmount_container("c1", false).unwrap(),
+        0,
+        "unmount is idempotent"
+    );
+    t.store().mount_container("c1").unwrap();
+    t.store().remove_container("c1", true).unwrap();
+    assert!(!path.exists());
+    // The anonymous volume is now dangling and pruned by default; named ones need --all.
+    t.store()
+        .create_volume(Some("named"), std::collections::BTreeMap::new())
+        .unwrap();
+    assert_eq!(t.store().list_volumes(Some(true)).unwrap().len(), 2);
+    let pruned = t.store().prune_volumes(false).unwrap();
+    assert_eq!(pruned.removed.len(), 1);
+    assert_eq!(
+        t.store().prune_volumes(true).unwrap().removed,
+        vec!["named".to_owned()]
+    );
+    t.store().remove_image(IMAGE, false).unwrap();
+}
+
+#[test]
+fn container_mounts_survive_a_restart() {
+    let mut t = store_with_image();
+    create(&t, "keep", &[], &[]);
+    let path = t.store().mount_container("keep").unwrap();
+    std::fs::write(path.join("tmp/marker"), b"x").unwrap();
+    t.reopen();
+    let c = t.store().inspect_container("keep").unwrap();
+    assert!(c.mounted, "mount state lost across restart");
+    assert!(path.join("tmp/marker").exists());
+    assert_eq!(t.store().unmount_container("keep", false).unwrap(), 0);
+    assert!(!path.join("tmp/marker").exists(), "still mounted");
+    // An upper dir no record names is an orphan at start-up; the container's is not.
+    t.reopen();
+    assert!(t.store().inspect_container("keep").is_ok());
+    assert!(
+        t.root()
+            .join("overlay2")
+            .join(c.id.to_string())
+            .join("diff/tmp/marker")
+            .exists()
+    );
+}
