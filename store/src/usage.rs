@@ -4,11 +4,13 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::container::ContainerSummary;
 use crate::error::Error;
 use crate::ids::ChainId;
 use crate::image::ImageSummary;
 use crate::meta::Reads;
 use crate::store::Store;
+use crate::volume::VolumeSummary;
 
 /// Totals per kind, like `docker system df`.
 #[derive(Debug, Clone, Serialize)]
@@ -22,13 +24,25 @@ pub struct DiskUsage {
     pub layers: usize,
     pub containers: usize,
     pub volumes: usize,
+    /// Bytes in containers' writable layers, as last measured.
+    pub containers_rw_bytes: u64,
+    pub containers_active: usize,
+    /// Bytes in volumes, as last measured.
+    pub volumes_bytes: u64,
+    pub volumes_active: usize,
     /// Per image, with shared and unique bytes (`-v`).
     pub image_details: Vec<ImageSummary>,
+    /// Per container: writable-layer and virtual sizes (`-v`).
+    pub container_details: Vec<ContainerSummary>,
+    /// Per volume (`-v`).
+    pub volume_details: Vec<VolumeSummary>,
 }
 
 impl Store {
     pub fn disk_usage(&self) -> Result<DiskUsage, Error> {
         let images = self.list_images()?;
+        let containers = self.list_containers()?;
+        let volumes = self.list_volumes(None)?;
         let r = self.db.read()?;
         let layers: HashMap<ChainId, u64> = r
             .layers()?
@@ -51,9 +65,15 @@ impl Store {
             layers_size,
             reclaimable: layers_size - active,
             layers: layers.len(),
-            containers: r.containers()?.len(),
-            volumes: r.volumes()?.len(),
+            containers: containers.len(),
+            containers_rw_bytes: containers.iter().filter_map(|c| c.rw_size).sum(),
+            containers_active: containers.iter().filter(|c| c.mounted).count(),
+            volumes: volumes.len(),
+            volumes_bytes: volumes.iter().filter_map(|v| v.size).sum(),
+            volumes_active: volumes.iter().filter(|v| v.users > 0).count(),
             image_details: images,
+            container_details: containers,
+            volume_details: volumes,
         })
     }
 }

@@ -26,6 +26,8 @@ pub struct VolumeSummary {
     pub anonymous: bool,
     /// Containers using the volume.
     pub users: u32,
+    /// Bytes in the volume, as last measured.
+    pub size: Option<u64>,
     /// Names of those containers (inspect only; empty in listings).
     pub used_by: Vec<String>,
 }
@@ -56,6 +58,7 @@ impl Store {
             labels: v.labels,
             created: v.created,
             users: v.users,
+            size: v.size.map(|(bytes, _)| bytes),
             used_by,
         }
     }
@@ -95,6 +98,7 @@ impl Store {
             labels,
             created: now(),
             users: 0,
+            size: Some((0, now())),
         };
         txn.put_volume(&rec)?;
         Ok(rec)

@@ -5,6 +5,7 @@
 pub mod containers;
 pub mod images;
 mod layers;
+pub mod serve;
 mod system;
 pub mod volumes;
 

@@ -4,6 +4,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -88,16 +89,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
-    let app = router(AppState {
-        store: Arc::new(store),
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let store = Arc::new(store);
+    tokio::spawn(refresh_sizes(store.clone()));
+    let app = router(AppState { store });
+    let served = strata_daemon::api::serve::serve(listener, app, shutdown_signal()).await;
     let _ = std::fs::remove_file(&config.socket);
     served.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How stale a container's recorded writable-layer size may get before the refresher
+/// measures it again, and how often the refresher looks.
+const SIZE_MAX_AGE: Duration = Duration::from_secs(60);
+const SIZE_REFRESH_EVERY: Duration = Duration::from_secs(15);
+
+/// Keeps containers' writable-layer sizes current in the background, so `container ls
+/// --size` and `system df` read records instead of walking upper dirs.
+async fn refresh_sizes(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(SIZE_REFRESH_EVERY);
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.refresh_container_sizes(SIZE_MAX_AGE)).await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(containers = n, "refreshed writable-layer sizes"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "refreshing writable-layer sizes"),
+            Err(e) => tracing::error!(error = %e, "size refresher panicked"),
+        }
+    }
 }
 
 /// Refuses to start when a live daemon answers on the socket; removes a stale socket file.

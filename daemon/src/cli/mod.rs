@@ -622,15 +622,15 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
                 vec![
                     "Containers".into(),
                     n(&v, "containers").to_string(),
-                    "0".into(),
-                    "0B".into(),
+                    n(&v, "containers_active").to_string(),
+                    human_size(n(&v, "containers_rw_bytes")),
                     "0B".into(),
                 ],
                 vec![
                     "Local Volumes".into(),
                     n(&v, "volumes").to_string(),
-                    "0".into(),
-                    "0B".into(),
+                    n(&v, "volumes_active").to_string(),
+                    human_size(n(&v, "volumes_bytes")),
                     "0B".into(),
                 ],
             ];
@@ -679,8 +679,61 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
                         &rows
                     )
                 );
+                print_df_details(&v);
             }
             Ok(())
         }
     }
+}
+
+fn print_df_details(v: &Value) {
+    println!("\nContainers space usage:\n");
+    let rows: Vec<Vec<String>> = v
+        .get("container_details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                s(c, "id").chars().take(12).collect(),
+                c.get("image_name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<none>")
+                    .to_owned(),
+                human_size(n(c, "rw_size")),
+                human_size(n(c, "virtual_size")),
+                ago(i64::try_from(n(c, "created")).unwrap_or(0)),
+                s(c, "name").to_owned(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "SIZE",
+                "VIRTUAL SIZE",
+                "CREATED",
+                "NAMES"
+            ],
+            &rows
+        )
+    );
+    println!("\nLocal Volumes space usage:\n");
+    let rows: Vec<Vec<String>> = v
+        .get("volume_details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|vol| {
+            vec![
+                s(vol, "name").to_owned(),
+                n(vol, "users").to_string(),
+                human_size(n(vol, "size")),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["VOLUME NAME", "LINKS", "SIZE"], &rows));
 }

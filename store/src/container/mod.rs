@@ -103,7 +103,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Measures the writable layers whose size is older than `max_age` and records the new
+    /// Measures the writable layers and volumes whose size is older than `max_age` and records the new
     /// sizes. Meant for a background task: it walks upper dirs outside any transaction.
     /// Returns how many containers were measured.
     pub fn refresh_container_sizes(&self, max_age: std::time::Duration) -> Result<usize, Error> {
@@ -129,6 +129,28 @@ impl Store {
                 )
             })
             .collect();
+        let stale_volumes: Vec<String> = self
+            .db
+            .read()?
+            .volumes()?
+            .into_iter()
+            .filter(|v| {
+                v.size.is_none_or(|(_, at)| {
+                    crate::store::now().saturating_sub(at) >= max_age.as_secs()
+                })
+            })
+            .map(|v| v.name)
+            .collect();
+        let measured_volumes: Vec<_> = stale_volumes
+            .iter()
+            .map(|name| {
+                (
+                    name,
+                    crate::usage::dir_bytes(&self.volume_data(name)),
+                    crate::store::now(),
+                )
+            })
+            .collect();
         let txn = self.db.write()?;
         for (id, bytes, at) in &measured {
             if let Some(mut c) = txn.container(id)? {
@@ -136,8 +158,14 @@ impl Store {
                 txn.put_container(&c)?;
             }
         }
+        for (name, bytes, at) in &measured_volumes {
+            if let Some(mut v) = txn.volume(name)? {
+                v.size = Some((*bytes, *at));
+                txn.put_volume(&v)?;
+            }
+        }
         txn.commit()?;
-        Ok(measured.len())
+        Ok(measured.len() + measured_volumes.len())
     }
 
     /// `container inspect`.

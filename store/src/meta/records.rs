@@ -115,4 +115,6 @@ pub struct VolumeRecord {
     pub labels: BTreeMap<String, String>,
     pub created: u64,
     pub users: u32,
+    /// Bytes in `_data` and when they were measured (seconds since the epoch).
+    pub size: Option<(u64, u64)>,
 }

@@ -150,7 +150,7 @@ fn container_and_volume_encodings_are_stable() {
     assert_eq!(hexs(&codec::encode(&c)), golden);
     assert_eq!(
         hexs(&codec::encode(&v)),
-        format!("0104{}000600", hexs(b"data"))
+        format!("0104{}00060001090a", hexs(b"data"))
     );
     assert_eq!(
         codec::decode::<ContainerRecord>(&codec::encode(&c)).unwrap(),

@@ -1,0 +1,172 @@
+//! Containers and volumes through the real `strata` CLI and `stratad`: exec passes the
+//! client's own stdin/stdout/stderr (file descriptors, not copies) and its exit code, diff
+//! prints docker-style lines, and invalid mount specs fail with one line naming the problem.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with context, like the tests"
+)]
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::Value;
+use strata_testkit::{Stratad, busybox_image, require_root};
+
+const STRATAD: &str = env!("CARGO_BIN_EXE_stratad");
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+const IMAGE: &str = "busybox/cli:latest";
+
+fn daemon_with_image() -> (Stratad, tempfile::TempDir) {
+    require_root("stratad mounts overlayfs");
+    let d = Stratad::start(STRATAD);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.tar");
+    std::fs::write(&archive, busybox_image(IMAGE).docker_save_legacy()).unwrap();
+    d.strata_ok(
+        STRATA,
+        &["image", "import", "-q", archive.to_str().unwrap()],
+    );
+    (d, dir)
+}
+
+#[test]
+fn exec_passes_stdin_stdout_and_the_exit_code() {
+    let (d, _dir) = daemon_with_image();
+    d.strata_ok(
+        STRATA,
+        &[
+            "container",
+            "create",
+            "--name",
+            "web",
+            "-e",
+            "GREETING=hi",
+            IMAGE,
+        ],
+    );
+    let mut child = d
+        .command(STRATA)
+        .args([
+            "container",
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo \"$GREETING $line\"; echo oops >&2; exit 7",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"there\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi there\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+    let ok = d
+        .command(STRATA)
+        .args(["container", "exec", "web", "--", "rm", "/data/delete-me"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let diff = d.strata_ok(STRATA, &["container", "diff", "web"]);
+    assert_eq!(diff, "C /data\nD /data/delete-me\n");
+
+    let id = d.strata_ok(
+        STRATA,
+        &["container", "commit", "web", "busybox/committed:v2"],
+    );
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let images: Value =
+        serde_json::from_str(&d.strata_ok(STRATA, &["--json", "image", "ls"])).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 2);
+
+    let missing = d
+        .command(STRATA)
+        .args(["container", "exec", "nope", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such container"));
+    d.strata_ok(STRATA, &["container", "rm", "web"]);
+}
+
+#[test]
+fn bad_mount_specs_fail_with_one_line_and_create_nothing() {
+    let (d, _dir) = daemon_with_image();
+    for (flag, spec, needle) in [
+        ("-v", "data:relative", "relative"),
+        ("-v", "a:b:c:d", "colons"),
+        ("-v", "data:/x:rw,ro", "conflicting"),
+        (
+            "--mount",
+            "type=bind,source=/does/not/exist,target=/x",
+            "/does/not/exist",
+        ),
+        ("--mount", "type=tmpfs,source=/x,target=/y", "tmpfs"),
+    ] {
+        let out = d.strata(STRATA, &["container", "create", flag, spec, IMAGE]);
+        assert!(!out.status.success(), "{spec}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{spec}: {err}");
+    }
+    let containers: Value =
+        serde_json::from_str(&d.strata_ok(STRATA, &["--json", "container", "ls", "-a"])).unwrap();
+    assert!(containers.as_array().unwrap().is_empty());
+    let volumes: Value =
+        serde_json::from_str(&d.strata_ok(STRATA, &["--json", "volume", "ls"])).unwrap();
+    assert!(volumes.as_array().unwrap().is_empty());
+}
+
+#[test]
+fn volumes_list_filter_inspect_and_prune() {
+    let (d, _dir) = daemon_with_image();
+    d.strata_ok(
+        STRATA,
+        &["volume", "create", "named", "--label", "team=storage"],
+    );
+    d.strata_ok(
+        STRATA,
+        &[
+            "container",
+            "create",
+            "--name",
+            "user",
+            "-v",
+            "named:/named",
+            "-v",
+            "/anon",
+            IMAGE,
+        ],
+    );
+    let inspect: Value =
+        serde_json::from_str(&d.strata_ok(STRATA, &["volume", "inspect", "named"])).unwrap();
+    assert_eq!(inspect["labels"]["team"], "storage");
+    assert_eq!(inspect["used_by"][0], "user");
+    let dangling = d.strata_ok(STRATA, &["volume", "ls", "-q", "--filter", "dangling=true"]);
+    assert!(dangling.trim().is_empty(), "{dangling}");
+    let refused = d.strata(STRATA, &["volume", "rm", "named"]);
+    assert!(!refused.status.success());
+    d.strata_ok(STRATA, &["container", "rm", "user"]);
+    let dangling = d.strata_ok(STRATA, &["volume", "ls", "-q", "--filter", "dangling=true"]);
+    assert_eq!(dangling.lines().count(), 2);
+    let pruned = d.strata_ok(STRATA, &["volume", "prune"]);
+    assert!(!pruned.contains("named"), "{pruned}");
+    let left = d.strata_ok(STRATA, &["volume", "ls", "-q"]);
+    assert_eq!(left.trim(), "named");
+    let df = d.strata_ok(STRATA, &["system", "df", "-v"]);
+    assert!(
+        df.contains("Local Volumes space usage") && df.contains("Containers space usage"),
+        "{df}"
+    );
+}
