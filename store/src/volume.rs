@@ -72,20 +72,17 @@ impl Store {
         labels: BTreeMap<String, String>,
         made: &mut Vec<PathBuf>,
     ) -> Result<VolumeRecord, Error> {
-        let (name, labels) = match name {
-            Some(n) => {
-                if !valid_volume_name(n) {
-                    return Err(Error::Invalid(format!(
-                        "invalid volume name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-]+ is allowed"
-                    )));
-                }
-                (n.to_owned(), labels)
+        let (name, labels) = if let Some(n) = name {
+            if !valid_volume_name(n) {
+                return Err(Error::Invalid(format!(
+                    "invalid volume name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-]+ is allowed"
+                )));
             }
-            None => {
-                let mut labels = labels;
-                labels.insert(ANONYMOUS_LABEL.into(), String::new());
-                (CacheId::random().hex(), labels)
-            }
+            (n.to_owned(), labels)
+        } else {
+            let mut labels = labels;
+            labels.insert(ANONYMOUS_LABEL.into(), String::new());
+            (CacheId::random().hex(), labels)
         };
         if let Some(existing) = txn.volume(&name)? {
             return Ok(existing);

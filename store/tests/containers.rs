@@ -39,7 +39,7 @@ fn create(
         .map(|v| parse_volume_flag(v).unwrap())
         .collect();
     t.store()
-        .create_container(CreateOptions {
+        .create_container(&CreateOptions {
             name: Some(name.into()),
             image: IMAGE.into(),
             mounts,
@@ -170,7 +170,7 @@ fn exec_passes_stdio_and_returns_the_exit_code_with_the_records_user_env_and_wor
     let t = store_with_image();
     let mounts = vec![];
     t.store()
-        .create_container(CreateOptions {
+        .create_container(&CreateOptions {
             name: Some("app".into()),
             image: IMAGE.into(),
             mounts,
@@ -332,7 +332,7 @@ fn invalid_mount_specs_are_refused_and_create_nothing() {
             Err(e) => e,
             Ok(mounts) => t
                 .store()
-                .create_container(CreateOptions {
+                .create_container(&CreateOptions {
                     name: Some("bad".into()),
                     image: IMAGE.into(),
                     mounts,

@@ -71,7 +71,7 @@ pub(super) async fn create(
         working_dir: body.workdir,
         user: body.user,
     };
-    blocking(&state, move |s| s.create_container(opts))
+    blocking(&state, move |s| s.create_container(&opts))
         .await
         .map(Json)
 }
@@ -187,7 +187,7 @@ pub(super) async fn exec(
     tokio::spawn(async move {
         let stream = match on_upgrade
             .await
-            .map(|u| u.downcast::<TokioIo<UnixStream>>())
+            .map(hyper::upgrade::Upgraded::downcast::<TokioIo<UnixStream>>)
         {
             Ok(Ok(parts)) if parts.read_buf.is_empty() => parts.io.into_inner(),
             _ => {

@@ -101,7 +101,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// How stale a container's recorded writable-layer size may get before the refresher
 /// measures it again, and how often the refresher looks.
-const SIZE_MAX_AGE: Duration = Duration::from_secs(60);
+const SIZE_MAX_AGE: Duration = Duration::from_mins(1);
 const SIZE_REFRESH_EVERY: Duration = Duration::from_secs(15);
 
 /// Keeps containers' writable-layer sizes current in the background, so `container ls

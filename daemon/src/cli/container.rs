@@ -131,6 +131,7 @@ fn q(v: &str) -> String {
     encode_query(v)
 }
 
+#[expect(clippy::too_many_lines, reason = "one short match arm per subcommand")]
 pub(super) async fn container(
     client: &Client,
     cmd: ContainerCmd,
@@ -285,10 +286,10 @@ pub(super) async fn container(
             Ok(())
         }
         ContainerCmd::Commit { container, tag } => {
-            let mut path = format!("/v1/containers/commit?ref={}", q(&container));
-            if let Some(tag) = &tag {
-                path.push_str(&format!("&tag={}", q(tag)));
-            }
+            let tag = tag
+                .as_deref()
+                .map_or_else(String::new, |t| format!("&tag={}", q(t)));
+            let path = format!("/v1/containers/commit?ref={}{tag}", q(&container));
             let v = client.value(Method::POST, &path).await?;
             if json {
                 return print_json(&v);

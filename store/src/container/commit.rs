@@ -1,7 +1,7 @@
 //! `container commit`: the writable layer becomes a new image layer on the container's
 //! chain. The upper dir is exported as a layer tar (whiteouts and opaque directories in their
 //! tar form) and that stream is extracted into staging in the same pass, which computes the
-//! DiffID and drops overlay's private xattrs; then the new image is recorded exactly as an
+//! `DiffID` and drops overlay's private xattrs; then the new image is recorded exactly as an
 //! import would record it, so parent layers are shared, not copied.
 
 use serde_json::{Value, json};

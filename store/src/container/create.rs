@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use super::ContainerName;
 use crate::error::Error;
 use crate::ids::CacheId;
-use crate::meta::{ContainerConfig, ContainerMount, ContainerMountKind, ContainerRecord, Reads};
+use crate::meta::{
+    ContainerConfig, ContainerMount, ContainerMountKind, ContainerRecord, ImageConfigRecord, Reads,
+    WriteTxn,
+};
 use crate::mountspec::{MountKind, MountRequest, validate_set};
 use crate::store::{Store, now};
 use crate::volume::remove_dirs;
@@ -41,7 +44,7 @@ impl Store {
     /// Creates a container from `opts.image`. Invalid names, images or mount specs are refused
     /// before anything is written; on any error nothing remains (no record, no directories,
     /// no volumes created for it).
-    pub fn create_container(&self, opts: CreateOptions) -> Result<super::ContainerSummary, Error> {
+    pub fn create_container(&self, opts: &CreateOptions) -> Result<super::ContainerSummary, Error> {
         let id = CacheId::random();
         let name = match &opts.name {
             Some(n) => ContainerName::parse(n)?,
@@ -51,11 +54,9 @@ impl Store {
         validate_set(&opts.mounts, &self.root, &resolve)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         // `-v /host/path:/target` creates a missing host directory, as Docker does.
-        for m in &opts.mounts {
-            if m.kind == MountKind::Bind {
-                if let Some(src) = m.source.as_deref().filter(|s| !Path::new(s).exists()) {
-                    std::fs::create_dir_all(src).map_err(Error::io("creating bind source", src))?;
-                }
+        for m in opts.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+            if let Some(src) = m.source.as_deref().filter(|s| !Path::new(s).exists()) {
+                std::fs::create_dir_all(src).map_err(Error::io("creating bind source", src))?;
             }
         }
 
@@ -68,34 +69,9 @@ impl Store {
         }
         let mut image = super::super::image::resolve_image_in(&txn, &opts.image)?;
         let mut made: Vec<PathBuf> = Vec::new();
+        let mut made_rw = false;
         let built = (|| {
-            let mut mounts = Vec::with_capacity(opts.mounts.len());
-            for m in &opts.mounts {
-                let (kind, source) = match m.kind {
-                    MountKind::Bind => (
-                        ContainerMountKind::Bind,
-                        m.source.clone().unwrap_or_default(),
-                    ),
-                    MountKind::Tmpfs => (ContainerMountKind::Tmpfs, String::new()),
-                    MountKind::Volume => {
-                        let mut vol = self.ensure_volume(
-                            &txn,
-                            m.source.as_deref(),
-                            BTreeMap::new(),
-                            &mut made,
-                        )?;
-                        vol.users += 1;
-                        txn.put_volume(&vol)?;
-                        (ContainerMountKind::Volume, vol.name)
-                    }
-                };
-                mounts.push(ContainerMount {
-                    kind,
-                    source,
-                    target: m.target.clone(),
-                    readonly: m.readonly,
-                });
-            }
+            let mounts = self.attach_mounts(&txn, &opts.mounts, &mut made)?;
             let mut chain = Vec::with_capacity(image.chain.len());
             for c in &image.chain {
                 let l = txn.layer(c)?.ok_or_else(|| Error::NotFound {
@@ -105,28 +81,8 @@ impl Store {
                 chain.push((l.cache_id, l.short_link));
             }
             self.driver.create_rw(id, &chain)?;
-            made.push(
-                self.driver
-                    .upper_dir(id)
-                    .parent()
-                    .map_or_else(|| self.driver.upper_dir(id), Path::to_path_buf),
-            );
-            let ic = &image.config;
-            let config = ContainerConfig {
-                env: merged_env(&ic.env, &opts.env),
-                entrypoint: opts.entrypoint.clone().or_else(|| ic.entrypoint.clone()),
-                cmd: opts.cmd.clone().or_else(|| ic.cmd.clone()),
-                working_dir: opts
-                    .working_dir
-                    .clone()
-                    .or_else(|| ic.working_dir.clone())
-                    .filter(|w| !w.is_empty()),
-                user: opts
-                    .user
-                    .clone()
-                    .or_else(|| ic.user.clone())
-                    .filter(|u| !u.is_empty()),
-            };
+            made_rw = true;
+            let config = container_config(&image.config, opts);
             let record = ContainerRecord {
                 id,
                 name: name.as_str().to_owned(),
@@ -154,9 +110,69 @@ impl Store {
             }
             Err(e) => {
                 remove_dirs(&made);
+                let cleanup = if made_rw {
+                    self.driver.remove_layer(id, "")
+                } else {
+                    Ok(())
+                };
+                if let Err(cleanup) = cleanup {
+                    tracing::warn!(container = %id, error = %cleanup, "could not remove directories of a failed create");
+                }
                 Err(e)
             }
         }
+    }
+}
+
+impl Store {
+    /// Turns validated mount requests into the container's mounts, creating missing volumes
+    /// (recorded in `made` for cleanup) and counting this container as their user.
+    fn attach_mounts(
+        &self,
+        txn: &WriteTxn,
+        requests: &[MountRequest],
+        made: &mut Vec<PathBuf>,
+    ) -> Result<Vec<ContainerMount>, Error> {
+        let mut mounts = Vec::with_capacity(requests.len());
+        for m in requests {
+            let (kind, source) = match m.kind {
+                MountKind::Bind => (
+                    ContainerMountKind::Bind,
+                    m.source.clone().unwrap_or_default(),
+                ),
+                MountKind::Tmpfs => (ContainerMountKind::Tmpfs, String::new()),
+                MountKind::Volume => {
+                    let mut vol =
+                        self.ensure_volume(txn, m.source.as_deref(), BTreeMap::new(), made)?;
+                    vol.users += 1;
+                    txn.put_volume(&vol)?;
+                    (ContainerMountKind::Volume, vol.name)
+                }
+            };
+            mounts.push(ContainerMount {
+                kind,
+                source,
+                target: m.target.clone(),
+                readonly: m.readonly,
+            });
+        }
+        Ok(mounts)
+    }
+}
+
+/// The image's config with the create options' overrides.
+fn container_config(image: &ImageConfigRecord, opts: &CreateOptions) -> ContainerConfig {
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    ContainerConfig {
+        env: merged_env(&image.env, &opts.env),
+        entrypoint: opts.entrypoint.clone().or_else(|| image.entrypoint.clone()),
+        cmd: opts.cmd.clone().or_else(|| image.cmd.clone()),
+        working_dir: non_empty(
+            opts.working_dir
+                .clone()
+                .or_else(|| image.working_dir.clone()),
+        ),
+        user: non_empty(opts.user.clone().or_else(|| image.user.clone())),
     }
 }
 

@@ -73,7 +73,7 @@ impl Driver for Overlay2 {
             ) {
                 Ok(()) => break short,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
-                    attempt += 1
+                    attempt += 1;
                 }
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&dir);

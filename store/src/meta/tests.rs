@@ -129,6 +129,7 @@ fn container_and_volume_encodings_are_stable() {
         labels: BTreeMap::new(),
         created: 6,
         users: 0,
+        size: Some((9, 10)),
     };
     let golden = [
         "01".to_owned(),

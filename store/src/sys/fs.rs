@@ -527,8 +527,7 @@ pub(crate) fn mkdir_all_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
     let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     if !real.starts_with(root) {
         return Err(io::Error::other(format!(
-            "{} resolves outside the container",
-            rel
+            "{rel} resolves outside the container"
         )));
     }
     Ok(real)
