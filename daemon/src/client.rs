@@ -111,13 +111,7 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let message = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
-            |_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
-            |b| b.message,
-        );
-        Err(ClientError::Api { status, message })
+        Err(api_error(response).await)
     }
 
     /// A request without a body whose answer is JSON.
@@ -139,6 +133,20 @@ impl Client {
     ) -> Result<serde_json::Value, ClientError> {
         self.json(method, path).await
     }
+}
+
+/// The daemon's one-line reason from an error response.
+async fn api_error(response: Response<Incoming>) -> ClientError {
+    let status = response.status();
+    let bytes = match response.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return ClientError::Http(e),
+    };
+    let message = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
+        |_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+        |b| b.message,
+    );
+    ClientError::Api { status, message }
 }
 
 pub fn empty() -> Body {
@@ -178,13 +186,7 @@ impl Client {
             .body(empty())?;
         let response = sender.send_request(request).await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let status = response.status();
-            let bytes = response.into_body().collect().await?.to_bytes();
-            let message = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
-                |_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
-                |b| b.message,
-            );
-            return Err(ClientError::Api { status, message });
+            return Err(api_error(response).await);
         }
         let upgraded = hyper::upgrade::on(response).await?;
         let parts = upgraded

@@ -114,3 +114,30 @@ impl Error {
         }
     }
 }
+
+/// Whether `s` could be an id prefix: 4 to 64 lowercase hex digits.
+pub(crate) fn is_hex_prefix(s: &str) -> bool {
+    (4..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The one item whose hex id starts with `prefix`: not found, or ambiguous, name the `kind`.
+pub(crate) fn unique_by_prefix<T>(
+    items: impl IntoIterator<Item = T>,
+    hex_of: impl Fn(&T) -> String,
+    prefix: &str,
+    kind: &'static str,
+) -> Result<T, Error> {
+    let mut found = items.into_iter().filter(|t| hex_of(t).starts_with(prefix));
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(Error::NotFound {
+            kind,
+            name: prefix.to_owned(),
+        }),
+        (Some(_), Some(_)) => Err(Error::Invalid(format!(
+            "{kind} id prefix {prefix} is ambiguous"
+        ))),
+    }
+}

@@ -19,31 +19,40 @@ pub enum IdError {
     Reference(String, &'static str),
 }
 
+/// Serde for a 32-byte id: its display string in human-readable formats (JSON), the raw
+/// bytes otherwise (the database).
+macro_rules! bytes32_serde {
+    ($ty:ident) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    String::deserialize(d)?
+                        .parse()
+                        .map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 32]>::deserialize(d).map(Self)
+                }
+            }
+        }
+    };
+}
+
 /// A sha256 content digest, `sha256:<64 hex>`. JSON shows the string; the database stores
 /// the 32 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest([u8; 32]);
 
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.collect_str(self)
-        } else {
-            self.0.serialize(s)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if d.is_human_readable() {
-            let text = String::deserialize(d)?;
-            text.parse().map_err(serde::de::Error::custom)
-        } else {
-            <[u8; 32]>::deserialize(d).map(Self)
-        }
-    }
-}
+bytes32_serde!(Digest);
 
 impl Digest {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
@@ -168,26 +177,7 @@ impl ChainId {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CacheId([u8; 32]);
 
-impl Serialize for CacheId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.collect_str(self)
-        } else {
-            self.0.serialize(s)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for CacheId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if d.is_human_readable() {
-            let text = String::deserialize(d)?;
-            text.parse().map_err(serde::de::Error::custom)
-        } else {
-            <[u8; 32]>::deserialize(d).map(Self)
-        }
-    }
-}
+bytes32_serde!(CacheId);
 
 impl CacheId {
     /// A fresh random id from the kernel's CSPRNG.

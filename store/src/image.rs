@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, ArchiveImage, BlobKey, ImageConfig, ImportProgress, StagedLayer};
 use crate::driver::copy_tree;
-use crate::error::{Error, ImportError};
+use crate::error::{Error, ImportError, is_hex_prefix, unique_by_prefix};
 use crate::ids::{CacheId, ChainId, DiffId, ImageId, ImageRef};
 use crate::meta::{ImageConfigRecord, ImageRecord, LayerRecord, Reads, WriteTxn};
 use crate::mounts::{self, MAX_LOWER_LAYERS};
@@ -569,22 +569,8 @@ pub(crate) fn resolve_image_in(r: &impl Reads, reference: &str) -> Result<ImageR
         return r.image(&id)?.ok_or_else(not_found);
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    let is_id_prefix = (4..=64).contains(&hex.len())
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !is_id_prefix {
+    if !is_hex_prefix(hex) {
         return Err(not_found());
     }
-    let mut matches = r
-        .images()?
-        .into_iter()
-        .filter(|i| i.id.0.hex().starts_with(hex));
-    match (matches.next(), matches.next()) {
-        (Some(one), None) => Ok(one),
-        (None, _) => Err(not_found()),
-        (Some(_), Some(_)) => Err(Error::Invalid(format!(
-            "image id prefix {reference} is ambiguous"
-        ))),
-    }
+    unique_by_prefix(r.images()?, |i| i.id.0.hex(), hex, "image")
 }

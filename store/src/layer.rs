@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, is_hex_prefix, unique_by_prefix};
 use crate::ids::{ChainId, DiffId};
 use crate::meta::{LayerRecord, Reads};
 use crate::store::Store;
@@ -50,31 +50,14 @@ impl Store {
     /// Finds a layer by `ChainID`, or a unique prefix of its hex (at least 4 digits).
     pub fn inspect_layer(&self, reference: &str) -> Result<LayerSummary, Error> {
         let r = self.db.read()?;
-        let not_found = || Error::NotFound {
-            kind: "layer",
-            name: reference.to_owned(),
-        };
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-        if !(4..=64).contains(&hex.len())
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !is_hex_prefix(hex) {
             return Err(Error::Invalid(format!(
                 "{reference:?} is not a layer id (sha256:<hex> or a hex prefix)"
             )));
         }
-        let mut found = r
-            .layers()?
-            .into_iter()
-            .filter(|l| l.chain_id.0.hex().starts_with(hex));
-        match (found.next(), found.next()) {
-            (Some(one), None) => Ok(self.summary(&one)),
-            (None, _) => Err(not_found()),
-            (Some(_), Some(_)) => Err(Error::Invalid(format!(
-                "layer id prefix {reference} is ambiguous"
-            ))),
-        }
+        unique_by_prefix(r.layers()?, |l| l.chain_id.0.hex(), hex, "layer")
+            .map(|l| self.summary(&l))
     }
 
     /// `layer export`: writes the layer's changes as a tar stream (whiteouts as `.wh.` files).

@@ -13,7 +13,7 @@ use strata_store::{
 };
 use tokio::net::UnixStream;
 
-use super::{ApiError, AppState, blocking};
+use super::{ApiError, AppState, RefQuery, blocking};
 
 /// `POST /v1/containers`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -32,19 +32,6 @@ pub struct CreateBody {
     pub cmd: Option<Vec<String>>,
     pub workdir: Option<String>,
     pub user: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct RefQuery {
-    #[serde(rename = "ref")]
-    reference: String,
-    #[serde(default)]
-    force: bool,
-    #[serde(default)]
-    all: bool,
-    tag: Option<String>,
-    /// `exec`: the [`ExecRequest`] as JSON.
-    spec: Option<String>,
 }
 
 pub(super) async fn create(

@@ -12,17 +12,7 @@ use strata_store::{ImageDetails, ImageSummary, ImportedImage, RemovedImage};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{ApiError, AppState, blocking};
-
-#[derive(Debug, Deserialize)]
-pub(super) struct RefQuery {
-    #[serde(rename = "ref")]
-    reference: String,
-    #[serde(default)]
-    force: bool,
-    #[serde(default)]
-    all: bool,
-}
+use super::{ApiError, AppState, RefQuery, blocking};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct TagQuery {

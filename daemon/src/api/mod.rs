@@ -19,6 +19,22 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use strata_store::{ErrorKind, Store};
 
+/// The query of every request about one image or container.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RefQuery {
+    /// A name, tag, id or id prefix.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub all: bool,
+    /// `commit`: the new image's tag.
+    pub tag: Option<String>,
+    /// `exec`: the `ExecRequest` as JSON.
+    pub spec: Option<String>,
+}
+
 /// Shared by every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -154,6 +154,16 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// One table row per element of the JSON array `v[key]`.
+fn rows_of(v: &Value, key: &str, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(row)
+        .collect()
+}
+
 fn n(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
@@ -403,19 +413,13 @@ fn print_image_details(v: &Value) {
             n(v, "view_mounts")
         );
     }
-    let rows: Vec<Vec<String>> = v
-        .get("layers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|l| {
-            vec![
-                s(l, "diff_id").to_owned(),
-                s(l, "chain_id").to_owned(),
-                human_size(n(l, "size")),
-            ]
-        })
-        .collect();
+    let rows = rows_of(v, "layers", |l| {
+        vec![
+            s(l, "diff_id").to_owned(),
+            s(l, "chain_id").to_owned(),
+            human_size(n(l, "size")),
+        ]
+    });
     println!("Layers:");
     print!("{}", table(&["DIFF ID", "CHAIN ID", "SIZE"], &rows));
 }
@@ -642,30 +646,24 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
             );
             if verbose {
                 println!("\nImages space usage:\n");
-                let rows: Vec<Vec<String>> = v
-                    .get("image_details")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|img| {
-                        let tag = img
-                            .get("tags")
-                            .and_then(Value::as_array)
-                            .and_then(|t| t.first())
-                            .and_then(Value::as_str)
-                            .unwrap_or("<none>:<none>");
-                        let (repo, tag) = tag.rsplit_once(':').unwrap_or((tag, ""));
-                        vec![
-                            repo.to_owned(),
-                            tag.to_owned(),
-                            short_id(s(img, "id")),
-                            human_size(n(img, "size")),
-                            human_size(n(img, "shared_size")),
-                            human_size(n(img, "unique_size")),
-                            n(img, "containers").to_string(),
-                        ]
-                    })
-                    .collect();
+                let rows = rows_of(&v, "image_details", |img| {
+                    let tag = img
+                        .get("tags")
+                        .and_then(Value::as_array)
+                        .and_then(|t| t.first())
+                        .and_then(Value::as_str)
+                        .unwrap_or("<none>:<none>");
+                    let (repo, tag) = tag.rsplit_once(':').unwrap_or((tag, ""));
+                    vec![
+                        repo.to_owned(),
+                        tag.to_owned(),
+                        short_id(s(img, "id")),
+                        human_size(n(img, "size")),
+                        human_size(n(img, "shared_size")),
+                        human_size(n(img, "unique_size")),
+                        n(img, "containers").to_string(),
+                    ]
+                });
                 print!(
                     "{}",
                     table(
@@ -690,25 +688,19 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
 
 fn print_df_details(v: &Value) {
     println!("\nContainers space usage:\n");
-    let rows: Vec<Vec<String>> = v
-        .get("container_details")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            vec![
-                s(c, "id").chars().take(12).collect(),
-                c.get("image_name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("<none>")
-                    .to_owned(),
-                human_size(n(c, "rw_size")),
-                human_size(n(c, "virtual_size")),
-                ago(i64::try_from(n(c, "created")).unwrap_or(0)),
-                s(c, "name").to_owned(),
-            ]
-        })
-        .collect();
+    let rows = rows_of(v, "container_details", |c| {
+        vec![
+            s(c, "id").chars().take(12).collect(),
+            c.get("image_name")
+                .and_then(Value::as_str)
+                .unwrap_or("<none>")
+                .to_owned(),
+            human_size(n(c, "rw_size")),
+            human_size(n(c, "virtual_size")),
+            ago(i64::try_from(n(c, "created")).unwrap_or(0)),
+            s(c, "name").to_owned(),
+        ]
+    });
     print!(
         "{}",
         table(
@@ -724,18 +716,12 @@ fn print_df_details(v: &Value) {
         )
     );
     println!("\nLocal Volumes space usage:\n");
-    let rows: Vec<Vec<String>> = v
-        .get("volume_details")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|vol| {
-            vec![
-                s(vol, "name").to_owned(),
-                n(vol, "users").to_string(),
-                human_size(n(vol, "size")),
-            ]
-        })
-        .collect();
+    let rows = rows_of(v, "volume_details", |vol| {
+        vec![
+            s(vol, "name").to_owned(),
+            n(vol, "users").to_string(),
+            human_size(n(vol, "size")),
+        ]
+    });
     print!("{}", table(&["VOLUME NAME", "LINKS", "SIZE"], &rows));
 }

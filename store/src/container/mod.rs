@@ -15,7 +15,7 @@ pub use create::CreateOptions;
 pub use diff::{Change, ChangeKind};
 pub use exec::{ExecRequest, ExecStdio};
 
-use crate::error::Error;
+use crate::error::{Error, is_hex_prefix, unique_by_prefix};
 use crate::ids::{CacheId, ImageId};
 use crate::meta::{ContainerConfig, ContainerMount, ContainerRecord, Reads};
 use crate::store::Store;
@@ -186,22 +186,8 @@ pub(crate) fn resolve_container(r: &impl Reads, reference: &str) -> Result<Conta
     if let Some(c) = r.container_by_name(name)? {
         return Ok(c);
     }
-    let is_prefix = (4..=64).contains(&reference.len())
-        && reference
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !is_prefix {
+    if !is_hex_prefix(reference) {
         return Err(not_found());
     }
-    let mut found = r
-        .containers()?
-        .into_iter()
-        .filter(|c| c.id.hex().starts_with(reference));
-    match (found.next(), found.next()) {
-        (Some(one), None) => Ok(one),
-        (None, _) => Err(not_found()),
-        (Some(_), Some(_)) => Err(Error::Invalid(format!(
-            "container id prefix {reference} is ambiguous"
-        ))),
-    }
+    unique_by_prefix(r.containers()?, |c| c.id.hex(), reference, "container")
 }
