@@ -586,7 +586,6 @@ async fn layer(client: &Client, cmd: LayerCmd, json: bool) -> anyhow::Result<()>
     }
 }
 
-#[expect(clippy::too_many_lines, reason = "one short match arm per subcommand")]
 async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
         SystemCmd::Info => {
