@@ -99,6 +99,8 @@ const TEST_PREREQUISITES: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("mount", "mount"),
     ("modprobe", "kmod"),
+    // Container tests run commands from a busybox image.
+    ("busybox", "busybox-static"),
 ];
 
 fn test(args: &[String]) -> Result<ExitCode> {
