@@ -1,5 +1,6 @@
 //! Daemon configuration: built-in defaults, then a TOML file, then command-line flags.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -7,8 +8,12 @@ use serde::Deserialize;
 pub const DEFAULT_ROOT: &str = "/var/lib/strata";
 pub const DEFAULT_SOCKET: &str = "/run/strata/strata.sock";
 pub const DEFAULT_CONFIG: &str = "/etc/strata/stratad.toml";
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9750);
+/// Seconds between scans of the writable layers (sizes and copied-up files).
+pub const DEFAULT_SCAN_INTERVAL: u64 = 30;
 
-/// Settings a TOML file may hold; every key is optional.
+/// Settings a TOML file (or the command line) may hold; every key is optional.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -16,6 +21,8 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     pub driver: Option<String>,
     pub log: Option<String>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub scan_interval: Option<u64>,
 }
 
 /// The settings in force.
@@ -25,6 +32,9 @@ pub struct Config {
     pub socket: PathBuf,
     pub driver: String,
     pub log: String,
+    pub metrics_addr: SocketAddr,
+    /// Seconds between scans of the writable layers.
+    pub scan_interval: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,19 +70,30 @@ impl FileConfig {
 
 impl Config {
     /// Flags win over the file, the file over defaults.
-    pub fn merge(
-        file: FileConfig,
-        root: Option<PathBuf>,
-        socket: Option<PathBuf>,
-        driver: Option<String>,
-    ) -> Self {
+    pub fn merge(file: FileConfig, flags: FileConfig) -> Self {
         Self {
-            root: root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()),
-            socket: socket
+            root: flags
+                .root
+                .or(file.root)
+                .unwrap_or_else(|| DEFAULT_ROOT.into()),
+            socket: flags
+                .socket
                 .or(file.socket)
                 .unwrap_or_else(|| DEFAULT_SOCKET.into()),
-            driver: driver.or(file.driver).unwrap_or_else(|| "overlay2".into()),
-            log: file.log.unwrap_or_else(|| "info".into()),
+            driver: flags
+                .driver
+                .or(file.driver)
+                .unwrap_or_else(|| "overlay2".into()),
+            log: flags.log.or(file.log).unwrap_or_else(|| "info".into()),
+            metrics_addr: flags
+                .metrics_addr
+                .or(file.metrics_addr)
+                .unwrap_or(DEFAULT_METRICS_ADDR),
+            scan_interval: flags
+                .scan_interval
+                .or(file.scan_interval)
+                .unwrap_or(DEFAULT_SCAN_INTERVAL)
+                .max(1),
         }
     }
 }
@@ -83,15 +104,24 @@ mod tests {
 
     #[test]
     fn flags_override_file_which_overrides_defaults() {
-        let file: FileConfig =
-            toml::from_str("root = \"/srv/strata\"\nsocket = \"/tmp/s.sock\"\n").unwrap();
-        let c = Config::merge(file.clone(), None, Some("/x.sock".into()), None);
+        let file: FileConfig = toml::from_str(
+            "root = \"/srv/strata\"\nsocket = \"/tmp/s.sock\"\nmetrics_addr = \"0.0.0.0:9999\"\n",
+        )
+        .unwrap();
+        let flags = FileConfig {
+            socket: Some("/x.sock".into()),
+            ..FileConfig::default()
+        };
+        let c = Config::merge(file, flags);
         assert_eq!(c.root, PathBuf::from("/srv/strata"));
         assert_eq!(c.socket, PathBuf::from("/x.sock"));
         assert_eq!(c.driver, "overlay2");
-        let d = Config::merge(FileConfig::default(), None, None, None);
+        assert_eq!(c.metrics_addr.port(), 9999);
+        let d = Config::merge(FileConfig::default(), FileConfig::default());
         assert_eq!(d.root, PathBuf::from(DEFAULT_ROOT));
         assert_eq!(d.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(d.metrics_addr, DEFAULT_METRICS_ADDR);
+        assert_eq!(d.scan_interval, DEFAULT_SCAN_INTERVAL);
     }
 
     #[test]

@@ -5,3 +5,5 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod copyup;
+pub mod metrics;

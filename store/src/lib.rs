@@ -26,6 +26,7 @@ mod layer;
 pub mod meta;
 pub mod mounts;
 pub mod mountspec;
+mod scan;
 mod store;
 mod sys;
 mod usage;
@@ -37,6 +38,7 @@ pub use container::{
 pub use error::{Error, ErrorKind, ImportError, OpenError};
 pub use image::{ImageDetails, ImageLayer, ImageSummary, ImportedImage, RemovedImage};
 pub use layer::LayerSummary;
-pub use store::{ReconcileReport, Store, StoreInfo, StoreOptions};
+pub use scan::{LayerScan, ScanCache};
+pub use store::{MountEvent, MountObserver, ReconcileReport, Store, StoreInfo, StoreOptions};
 pub use usage::DiskUsage;
 pub use volume::{ANONYMOUS_LABEL, PrunedVolumes, VolumeSummary};

@@ -40,7 +40,6 @@ pub struct ReconcileReport {
 }
 
 /// An open store. Shareable across threads; write operations serialise on redb's write lock.
-#[derive(Debug)]
 pub struct Store {
     pub(crate) root: PathBuf,
     pub(crate) db: MetaDb,
@@ -48,7 +47,29 @@ pub struct Store {
     /// Processes started by `exec`, per container: they live only as long as this process,
     /// so they are not recorded in the database.
     execs: Mutex<HashMap<CacheId, Vec<i32>>>,
+    /// Told when container overlays come and go (the daemon's copy-up attribution).
+    observer: std::sync::RwLock<Option<MountObserver>>,
 }
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("driver", &self.driver.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A container's merged overlay was mounted, or is about to be unmounted. `dev` is the
+/// overlay's device number as `stat(2)` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountEvent {
+    Mounted { container: CacheId, dev: u64 },
+    Unmounting { container: CacheId, dev: u64 },
+}
+
+/// A callback for [`MountEvent`]s. It runs on the thread doing the mount; keep it short.
+pub type MountObserver = Box<dyn Fn(MountEvent) + Send + Sync>;
 
 pub(crate) fn now() -> u64 {
     SystemTime::now()
@@ -76,9 +97,51 @@ impl Store {
             db,
             driver,
             execs: Mutex::new(HashMap::new()),
+            observer: std::sync::RwLock::new(None),
         };
         let report = store.reconcile()?;
         Ok((store, report))
+    }
+
+    /// Registers the observer of container mounts (one; a second call replaces it).
+    pub fn set_mount_observer(&self, observer: MountObserver) {
+        *self
+            .observer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(observer);
+    }
+
+    /// Tells the observer, if any, about a container mount that exists at `merged`.
+    pub(crate) fn notify_mount(&self, container: CacheId, merged: &Path, mounted: bool) {
+        use std::os::unix::fs::MetadataExt;
+        let guard = self
+            .observer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (Some(observer), Ok(meta)) = (guard.as_ref(), std::fs::metadata(merged)) else {
+            return;
+        };
+        let dev = meta.dev();
+        observer(if mounted {
+            MountEvent::Mounted { container, dev }
+        } else {
+            MountEvent::Unmounting { container, dev }
+        });
+    }
+
+    /// Device numbers of every mounted container overlay, for an observer starting up.
+    pub fn mounted_container_devices(&self) -> Result<Vec<(CacheId, u64)>, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let r = self.db.read()?;
+        Ok(r.containers()?
+            .into_iter()
+            .filter(|c| c.mounted > 0)
+            .filter_map(|c| {
+                std::fs::metadata(self.driver.merged_dir(c.id))
+                    .ok()
+                    .map(|m| (c.id, m.dev()))
+            })
+            .collect())
     }
 
     pub(crate) fn track_exec(&self, id: CacheId, pid: i32, running: bool) {

@@ -433,6 +433,17 @@ pub struct Stratad {
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
     socket: PathBuf,
+    metrics_addr: std::net::SocketAddr,
+}
+
+/// A loopback port nobody listens on right now (for the daemon's metrics endpoint, so
+/// parallel tests do not collide on the default port).
+fn free_loopback_port() -> Result<std::net::SocketAddr, Error> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io(Path::new("127.0.0.1:0"), "binding", e))?;
+    probe
+        .local_addr()
+        .map_err(|e| Error::io(Path::new("127.0.0.1:0"), "reading the address of", e))
 }
 
 impl Stratad {
@@ -476,12 +487,17 @@ impl Stratad {
                 .keep(),
         };
         let socket = dir.path().join("strata.sock");
+        let metrics_addr = free_loopback_port()?;
         let mut command = Command::new(stratad);
         command
             .arg("--root")
             .arg(&root)
             .arg("--socket")
-            .arg(&socket);
+            .arg(&socket)
+            .arg("--metrics-addr")
+            .arg(metrics_addr.to_string())
+            .arg("--scan-interval")
+            .arg("1");
         let log = dir.path().join("stratad.log");
         let child = spawn_logged(command, &log)?;
         let mut me = Self {
@@ -489,6 +505,7 @@ impl Stratad {
             dir: Some(dir),
             root,
             socket,
+            metrics_addr,
         };
         me.wait_ready(&log)?;
         Ok(me)
@@ -525,6 +542,31 @@ impl Stratad {
     /// The store root given to `--root`.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The address given to `--metrics-addr`.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.metrics_addr
+    }
+
+    /// `GET /metrics`: the exposition text.
+    ///
+    /// # Panics
+    /// If the endpoint does not answer 200.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(self.metrics_addr)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.metrics_addr));
+        write!(conn, "GET /metrics HTTP/1.0\r\nHost: strata\r\n\r\n").expect("sending the request");
+        let mut response = String::new();
+        conn.read_to_string(&mut response)
+            .expect("reading /metrics");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "GET /metrics: {head}"
+        );
+        body.to_owned()
     }
 
     /// The API socket given to `--socket`.

@@ -7,8 +7,13 @@
 //! - `bench import [OPTIONS]`: import throughput of a ~1 GiB image: `tar -x` of its layers (the
 //!   practical limit), `strata image import` into a fresh store, `docker load` into a fresh
 //!   dockerd, and a re-import into a populated store.
+//! - `vm-test [OPTIONS]`: boots the daemon in a QEMU VM and checks copy-up metrics (see `vm`).
+//! - `bench containers [OPTIONS]`: create/mount/unmount/remove cycles through Strata's API
+//!   beside Docker's create/remove, and listing 10,000 containers with each CLI.
 
 mod bench;
+mod bench_containers;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -27,6 +32,16 @@ tasks:
       --dir DIR         work directory, on the disk to measure (default target/bench-import)
       --skip-strata     measure only tar and docker (e.g. before the daemon works)
       --skip-docker     measure only tar and strata
+  vm-test [OPTS]        boot stratad in a QEMU VM, run the copy-up workload, check /metrics
+      --timeout SECS    kill QEMU after SECS without a result (default 180)
+      --storage-only    stop before the metrics phase (until the probe and /metrics land)
+  bench containers [OPTS]  container lifecycle and listing, strata beside docker; OPTS:
+      --cycles N        create cycles per daemon, p50/p99 reported (default 500)
+      --containers N    containers to create, then list (default 10000)
+      --runs N          listing runs, medians reported (default 5)
+      --docker-budget-secs N  stop creating docker containers after N s (default 180)
+      --dir DIR         work directory (default target/bench-containers)
+      --skip-docker     measure only strata
 ";
 
 fn main() -> ExitCode {
@@ -36,10 +51,13 @@ fn main() -> ExitCode {
         Some("run") => run(rest_after_dashes(&args[1..])),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("import") => bench::Options::parse(&args[2..]).and_then(|o| bench::import(&o)),
+            Some("containers") => bench_containers::Options::parse(&args[2..])
+                .and_then(|o| bench_containers::containers(&o)),
             _ => Err(anyhow::anyhow!(
-                "unknown bench; try `bench import`\n\n{USAGE}"
+                "unknown bench; try `bench import` or `bench containers`\n\n{USAGE}"
             )),
         },
+        Some("vm-test") => vm::Options::parse(&args[1..]).and_then(|o| vm::vm_test(&o)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -101,6 +119,8 @@ const TEST_PREREQUISITES: &[(&str, &str)] = &[
     ("modprobe", "kmod"),
     // Container tests run commands from a busybox image.
     ("busybox", "busybox-static"),
+    // The metrics test validates the exposition with promtool.
+    ("promtool", "prometheus"),
 ];
 
 fn test(args: &[String]) -> Result<ExitCode> {

@@ -1,4 +1,5 @@
-//! `stratad`: opens the store and serves the API on a unix socket until SIGTERM or SIGINT.
+//! `stratad`: opens the store, serves the API on a unix socket and `/metrics` over TCP, scans
+//! writable layers in the background, until SIGTERM or SIGINT.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -10,9 +11,12 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use strata_daemon::api::{AppState, router};
 use strata_daemon::config::{Config, DEFAULT_CONFIG, FileConfig};
-use strata_store::{Store, StoreOptions};
+use strata_daemon::copyup::Attribution;
+use strata_daemon::metrics::{Metrics, ScanResults, track_api_latency};
+use strata_store::{ScanCache, Store, StoreOptions};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 /// The Strata storage daemon.
 #[derive(Debug, Parser)]
@@ -27,7 +31,13 @@ struct Args {
     /// Storage driver: overlay2 or vfs [default: overlay2]
     #[arg(long)]
     driver: Option<String>,
-    /// TOML config file with the same keys (root, socket, driver, log)
+    /// Address of the Prometheus `/metrics` endpoint [default: 127.0.0.1:9750]
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Seconds between scans of containers' writable layers [default: 30]
+    #[arg(long)]
+    scan_interval: Option<u64>,
+    /// TOML config file with the same keys (root, socket, driver, log, metrics_addr, scan_interval)
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -43,7 +53,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = Config::merge(file, args.root, args.socket, args.driver);
+    let flags = FileConfig {
+        root: args.root,
+        socket: args.socket,
+        driver: args.driver,
+        log: None,
+        metrics_addr: args.metrics_addr,
+        scan_interval: args.scan_interval,
+    };
+    let config = Config::merge(file, flags);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
     tracing_subscriber::fmt()
@@ -87,36 +105,113 @@ async fn run(config: Config) -> anyhow::Result<()> {
         unmounted_stale = report.unmounted_stale.len(),
         "store open"
     );
+    let store = Arc::new(store);
+    let attribution = Arc::new(Attribution::new(
+        strata_daemon::copyup::start_probe(),
+        &store
+            .mounted_container_devices()
+            .context("reading mounted containers")?,
+    ));
+    let observer = attribution.clone();
+    store.set_mount_observer(Box::new(move |event| observer.observe(event)));
+
+    let scans = ScanResults::default();
+    let metrics = Arc::new(Metrics::new(store.clone(), attribution, scans.clone()));
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr))?;
+    tracing::info!(addr = %config.metrics_addr, "serving /metrics");
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
-    let store = Arc::new(store);
-    tokio::spawn(refresh_sizes(store.clone()));
-    let app = router(AppState { store });
-    let served = strata_daemon::api::serve::serve(listener, app, shutdown_signal()).await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(scan_layers(
+        store.clone(),
+        scans,
+        Duration::from_secs(config.scan_interval),
+        stop_rx.clone(),
+    ));
+    let metrics_app = axum::Router::new()
+        .route("/metrics", axum::routing::get(serve_metrics))
+        .with_state(metrics.clone());
+    let metrics_server = tokio::spawn(
+        axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let app = router(AppState { store }).route_layer(axum::middleware::from_fn_with_state(
+        metrics,
+        track_api_latency,
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let served = strata_daemon::api::serve::serve(listener, app, stopped(stop_rx)).await;
     let _ = std::fs::remove_file(&config.socket);
     served.context("serving the API")?;
+    if let Ok(Err(e)) = metrics_server.await {
+        tracing::warn!(error = %e, "metrics endpoint ended with an error");
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// How stale a container's recorded writable-layer size may get before the refresher
-/// measures it again, and how often the refresher looks.
-const SIZE_MAX_AGE: Duration = Duration::from_mins(1);
-const SIZE_REFRESH_EVERY: Duration = Duration::from_secs(15);
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
 
-/// Keeps containers' writable-layer sizes current in the background, so `container ls
-/// --size` and `system df` read records instead of walking upper dirs.
-async fn refresh_sizes(store: Arc<Store>) {
-    let mut tick = tokio::time::interval(SIZE_REFRESH_EVERY);
+async fn serve_metrics(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match metrics.encode() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding metrics");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Scans containers' writable layers on an interval: sizes for listings (recorded) and
+/// copied-up files and bytes for `/metrics`; also refreshes volume sizes.
+async fn scan_layers(
+    store: Arc<Store>,
+    results: ScanResults,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cache = Arc::new(std::sync::Mutex::new(ScanCache::default()));
+    let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.refresh_container_sizes(SIZE_MAX_AGE)).await
-        {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(containers = n, "refreshed writable-layer sizes"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "refreshing writable-layer sizes"),
-            Err(e) => tracing::error!(error = %e, "size refresher panicked"),
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (store, cache, results) = (store.clone(), cache.clone(), results.clone());
+        let scanned = tokio::task::spawn_blocking(move || {
+            let mut cache = cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let scans = store.scan_writable_layers(&mut cache)?;
+            *results
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = scans;
+            store.refresh_volume_sizes(every)
+        })
+        .await;
+        match scanned {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "scanning writable layers"),
+            Err(e) => tracing::error!(error = %e, "layer scanner panicked"),
         }
     }
 }

@@ -103,33 +103,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Measures the writable layers and volumes whose size is older than `max_age` and records the new
-    /// sizes. Meant for a background task: it walks upper dirs outside any transaction.
-    /// Returns how many containers were measured.
-    pub fn refresh_container_sizes(&self, max_age: std::time::Duration) -> Result<usize, Error> {
-        let stale: Vec<_> = self
-            .db
-            .read()?
-            .containers()?
-            .into_iter()
-            .filter(|c| {
-                c.rw_size.is_none_or(|(_, at)| {
-                    crate::store::now().saturating_sub(at) >= max_age.as_secs()
-                })
-            })
-            .map(|c| c.id)
-            .collect();
-        let measured: Vec<_> = stale
-            .iter()
-            .map(|id| {
-                (
-                    *id,
-                    crate::usage::dir_bytes(&self.driver.upper_dir(*id)),
-                    crate::store::now(),
-                )
-            })
-            .collect();
-        let stale_volumes: Vec<String> = self
+    /// Measures the volumes whose recorded size is older than `max_age` and records the new
+    /// sizes (containers' writable layers are measured by [`Store::scan_writable_layers`]).
+    /// Meant for a background task: it walks volumes outside any transaction. Returns how
+    /// many volumes were measured.
+    pub fn refresh_volume_sizes(&self, max_age: std::time::Duration) -> Result<usize, Error> {
+        let stale: Vec<String> = self
             .db
             .read()?
             .volumes()?
@@ -141,7 +120,7 @@ impl Store {
             })
             .map(|v| v.name)
             .collect();
-        let measured_volumes: Vec<_> = stale_volumes
+        let measured: Vec<_> = stale
             .iter()
             .map(|name| {
                 (
@@ -152,20 +131,14 @@ impl Store {
             })
             .collect();
         let txn = self.db.write()?;
-        for (id, bytes, at) in &measured {
-            if let Some(mut c) = txn.container(id)? {
-                c.rw_size = Some((*bytes, *at));
-                txn.put_container(&c)?;
-            }
-        }
-        for (name, bytes, at) in &measured_volumes {
+        for (name, bytes, at) in &measured {
             if let Some(mut v) = txn.volume(name)? {
                 v.size = Some((*bytes, *at));
                 txn.put_volume(&v)?;
             }
         }
         txn.commit()?;
-        Ok(measured.len() + measured_volumes.len())
+        Ok(measured.len())
     }
 
     /// `container inspect`.

@@ -16,6 +16,7 @@ impl Store {
         let path = self.driver.merged_dir(c.id);
         if c.mounted == 0 {
             self.mount_rw(&txn, &c)?;
+            self.notify_mount(c.id, &path, true);
         }
         c.mounted += 1;
         txn.put_container(&c)?;
@@ -54,7 +55,9 @@ impl Store {
         txn.put_container(&c)?;
         txn.commit()?;
         if c.mounted == 0 {
-            mounts::unmount(&self.driver.merged_dir(c.id))?;
+            let merged = self.driver.merged_dir(c.id);
+            self.notify_mount(c.id, &merged, false);
+            mounts::unmount(&merged)?;
         }
         Ok(c.mounted)
     }

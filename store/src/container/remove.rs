@@ -52,6 +52,7 @@ impl Store {
             .map_err(Error::io("reading mountinfo for", &merged))?
             .contains(&merged)
         {
+            self.notify_mount(c.id, &merged, false);
             mounts::unmount(&merged)?;
         }
         self.driver.remove_layer(c.id, "")?;

@@ -1,0 +1,229 @@
+//! Attribution of copy-ups to containers: overlay superblock device -> container, kept
+//! current from the store's mount events. Counts of a container whose overlay is unmounted
+//! are banked (its device number may be reused by the next mount), and a removed container's
+//! series disappear. Copy-ups on overlays Strata did not mount count as `unmanaged`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Mutex;
+
+use strata_store::MountEvent;
+use strata_store::ids::CacheId;
+
+/// Kinds of copied-up inode, in the order of the per-kind arrays.
+pub const KINDS: [&str; 4] = ["file", "dir", "symlink", "other"];
+
+/// log2 latency buckets: bucket `k` counts copy-ups that took `[2^k, 2^(k+1))` ns.
+pub const LATENCY_BUCKETS: usize = 40;
+
+/// Copy-up totals of one overlay (or one container), per kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyUpTotals {
+    pub count: [u64; 4],
+    pub bytes: [u64; 4],
+    pub errors: [u64; 4],
+    pub latency_log2: [[u64; LATENCY_BUCKETS]; 4],
+    pub latency_sum_ns: [u64; 4],
+}
+
+impl Default for CopyUpTotals {
+    fn default() -> Self {
+        Self {
+            count: [0; 4],
+            bytes: [0; 4],
+            errors: [0; 4],
+            latency_log2: [[0; LATENCY_BUCKETS]; 4],
+            latency_sum_ns: [0; 4],
+        }
+    }
+}
+
+impl CopyUpTotals {
+    pub fn add(&mut self, other: &CopyUpTotals) {
+        for k in 0..4 {
+            self.count[k] += other.count[k];
+            self.bytes[k] += other.bytes[k];
+            self.errors[k] += other.errors[k];
+            self.latency_sum_ns[k] += other.latency_sum_ns[k];
+            for b in 0..LATENCY_BUCKETS {
+                self.latency_log2[k][b] += other.latency_log2[k][b];
+            }
+        }
+    }
+}
+
+/// Where per-device copy-up totals come from (the eBPF probe).
+pub trait CopyUpSource: Send + Sync + Debug {
+    /// Totals per overlay superblock device (the kernel's `s_dev` encoding).
+    fn totals(&self) -> Result<HashMap<u32, CopyUpTotals>, String>;
+    /// Drops the totals of one device (its overlay is gone).
+    fn forget(&self, dev: u32);
+}
+
+/// The kernel's internal `dev_t` (`MKDEV`: major << 20 | minor) for a `stat(2)` `st_dev`.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev);
+    let minor = libc::minor(st_dev);
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+#[derive(Debug, Default)]
+struct State {
+    devices: HashMap<u32, CacheId>,
+    banked: HashMap<CacheId, CopyUpTotals>,
+}
+
+/// Maps devices to containers and totals to container ids.
+#[derive(Debug)]
+pub struct Attribution {
+    source: Option<Box<dyn CopyUpSource>>,
+    state: Mutex<State>,
+}
+
+/// The label for copy-ups on overlays Strata did not mount.
+pub const UNMANAGED: &str = "unmanaged";
+
+impl Attribution {
+    pub fn new(source: Option<Box<dyn CopyUpSource>>, mounted: &[(CacheId, u64)]) -> Self {
+        let devices = mounted
+            .iter()
+            .map(|(id, dev)| (kernel_dev(*dev), *id))
+            .collect();
+        Self {
+            source,
+            state: Mutex::new(State {
+                devices,
+                banked: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn probe_up(&self) -> bool {
+        self.source.is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Follows the store's mounts: a new overlay starts from zero; an unmounted one's totals
+    /// are banked under its container.
+    pub fn observe(&self, event: MountEvent) {
+        let Some(source) = &self.source else { return };
+        match event {
+            MountEvent::Mounted { container, dev } => {
+                let dev = kernel_dev(dev);
+                source.forget(dev);
+                self.lock().devices.insert(dev, container);
+            }
+            MountEvent::Unmounting { container, dev } => {
+                let dev = kernel_dev(dev);
+                let totals = source.totals().ok().and_then(|mut t| t.remove(&dev));
+                let mut state = self.lock();
+                if let Some(totals) = totals {
+                    state.banked.entry(container).or_default().add(&totals);
+                }
+                state.devices.remove(&dev);
+                drop(state);
+                source.forget(dev);
+            }
+        }
+    }
+
+    /// Totals per container id (hex) and `unmanaged`, for the containers in `live`; banked
+    /// totals of containers no longer in `live` are dropped.
+    pub fn per_container(
+        &self,
+        live: &HashSet<CacheId>,
+    ) -> Result<HashMap<String, CopyUpTotals>, String> {
+        let Some(source) = &self.source else {
+            return Ok(HashMap::new());
+        };
+        let totals = source.totals()?;
+        let mut state = self.lock();
+        state.banked.retain(|id, _| live.contains(id));
+        let mut out: HashMap<String, CopyUpTotals> = state
+            .banked
+            .iter()
+            .map(|(id, t)| (id.hex(), t.clone()))
+            .collect();
+        for (dev, t) in &totals {
+            let key = match state.devices.get(dev) {
+                Some(id) if live.contains(id) => id.hex(),
+                Some(_) => continue,
+                None => UNMANAGED.to_owned(),
+            };
+            out.entry(key).or_default().add(t);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Fake(Mutex<HashMap<u32, CopyUpTotals>>);
+
+    impl CopyUpSource for std::sync::Arc<Fake> {
+        fn totals(&self) -> Result<HashMap<u32, CopyUpTotals>, String> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn forget(&self, dev: u32) {
+            self.0.lock().unwrap().remove(&dev);
+        }
+    }
+
+    fn one_file(bytes: u64) -> CopyUpTotals {
+        let mut t = CopyUpTotals::default();
+        t.count[0] = 1;
+        t.bytes[0] = bytes;
+        t
+    }
+
+    #[test]
+    fn kernel_dev_matches_mkdev_for_anonymous_and_real_devices() {
+        assert_eq!(kernel_dev(libc::makedev(0, 52)), 52);
+        assert_eq!(kernel_dev(libc::makedev(0, 300)), 300);
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+    }
+
+    #[test]
+    fn counts_follow_mounts_bank_on_unmount_and_vanish_with_the_container() {
+        let fake = std::sync::Arc::new(Fake::default());
+        let a = CacheId::random();
+        let dev = libc::makedev(0, 77);
+        let attribution = Attribution::new(Some(Box::new(fake.clone())), &[]);
+        attribution.observe(MountEvent::Mounted { container: a, dev });
+        fake.0.lock().unwrap().insert(77, one_file(10));
+        fake.0.lock().unwrap().insert(99, one_file(5));
+        let live = HashSet::from([a]);
+        let got = attribution.per_container(&live).unwrap();
+        assert_eq!(got[&a.hex()].bytes[0], 10);
+        assert_eq!(got[UNMANAGED].bytes[0], 5);
+        // Unmount banks; a new overlay reusing device 77 belongs to someone else.
+        attribution.observe(MountEvent::Unmounting { container: a, dev });
+        let b = CacheId::random();
+        attribution.observe(MountEvent::Mounted { container: b, dev });
+        fake.0.lock().unwrap().insert(77, one_file(3));
+        let live = HashSet::from([a, b]);
+        let got = attribution.per_container(&live).unwrap();
+        assert_eq!(got[&a.hex()].bytes[0], 10);
+        assert_eq!(got[&b.hex()].bytes[0], 3);
+        // Removing `a` removes its series.
+        let got = attribution.per_container(&HashSet::from([b])).unwrap();
+        assert!(!got.contains_key(&a.hex()));
+    }
+}
+
+/// Loads and attaches the eBPF probe, or says in one line why not (the daemon keeps working:
+/// the scanner still reports copied-up files and bytes, without latency).
+pub fn start_probe() -> Option<Box<dyn CopyUpSource>> {
+    tracing::warn!(
+        "copy-up probe off: this stratad was built without the eBPF probe; the scanner reports copied-up files instead"
+    );
+    None
+}

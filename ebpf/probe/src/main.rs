@@ -1,0 +1,177 @@
+//! Strata's copy-up probe: a kprobe and a kretprobe on overlayfs's `ovl_copy_up_one`.
+//!
+//! ```c
+//! static int ovl_copy_up_one(struct dentry *parent, struct dentry *dentry, int flags);
+//! ```
+//!
+//! The entry program remembers, per thread, when the copy-up started and which (overlay) dentry
+//! it is for. The return program measures the latency, reads the dentry's superblock `s_dev`
+//! (which overlay mount) and inode `i_mode`/`i_size` (kind, bytes), and adds one copy-up to the
+//! per-CPU `COPY_UP_STATS[s_dev]`. Nothing wakes user space: the daemon reads the map when
+//! Prometheus scrapes.
+//!
+//! Rust eBPF has no CO-RE relocations, so the struct field offsets come from user space: the
+//! loader computes them from the running kernel's BTF and overrides `STRATA_OFFSETS` at load.
+//! While they are unset (all zero) the programs record nothing.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel};
+use aya_ebpf::macros::{kprobe, kretprobe, map};
+use aya_ebpf::maps::{HashMap, PerCpuHashMap};
+use aya_ebpf::programs::{ProbeContext, RetProbeContext};
+use strata_ebpf_common::{CopyUpStats, FieldOffsets, kind, kind_of_mode, latency_bucket};
+
+/// Field offsets, overridden by the loader (`EbpfLoader::override_global`). Immutable, so it
+/// lands in `.rodata`, which the kernel freezes: the verifier then sees constants.
+#[unsafe(no_mangle)]
+static STRATA_OFFSETS: FieldOffsets = FieldOffsets {
+    dentry_d_inode: 0,
+    dentry_d_sb: 0,
+    inode_i_mode: 0,
+    inode_i_size: 0,
+    super_block_s_dev: 0,
+};
+
+/// The zero value a new `COPY_UP_STATS` entry starts from. Passed to the map by pointer (it is
+/// a map value itself), which keeps 360 bytes off the 512-byte BPF stack.
+static ZERO_STATS: CopyUpStats = CopyUpStats::ZERO;
+
+/// A copy-up in flight on one thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CopyUpStart {
+    /// `bpf_ktime_get_ns()` at entry.
+    started_ns: u64,
+    /// The `struct dentry *dentry` argument.
+    dentry: u64,
+}
+
+/// In-flight copy-ups by `pid_tgid`. Sized for many concurrent copy-ups; an entry whose return
+/// never fires (probe detached mid-call) is overwritten by the thread's next copy-up.
+#[map]
+static COPY_UP_STARTS: HashMap<u64, CopyUpStart> = HashMap::with_max_entries(10_240, 0);
+
+/// Per-CPU aggregates by overlay superblock `s_dev`.
+#[map]
+static COPY_UP_STATS: PerCpuHashMap<u32, CopyUpStats> = PerCpuHashMap::with_max_entries(4_096, 0);
+
+/// `BPF_NOEXIST`: insert only if the key is absent (another program on this CPU cannot race us,
+/// but do not clobber an existing entry either).
+const BPF_NOEXIST: u64 = 1;
+
+fn offsets() -> FieldOffsets {
+    // SAFETY: a plain read of our own static; volatile so that the compiler does not fold the
+    // all-zero initializer: the real values are written into the object at load time.
+    unsafe { core::ptr::read_volatile(&raw const STRATA_OFFSETS) }
+}
+
+#[kprobe]
+pub fn ovl_copy_up_one_entry(ctx: ProbeContext) -> u32 {
+    if !offsets().is_set() {
+        return 0;
+    }
+    let Some(dentry) = ctx.arg::<u64>(1) else {
+        return 0;
+    };
+    let start = CopyUpStart {
+        // SAFETY: a helper call without pointer arguments.
+        started_ns: unsafe { bpf_ktime_get_ns() },
+        dentry,
+    };
+    // A full map only loses this one measurement.
+    let _ = COPY_UP_STARTS.insert(bpf_get_current_pid_tgid(), start, 0);
+    0
+}
+
+#[kretprobe]
+pub fn ovl_copy_up_one_return(ctx: RetProbeContext) -> u32 {
+    let offsets = offsets();
+    if !offsets.is_set() {
+        return 0;
+    }
+    let ended_ns = unsafe { bpf_ktime_get_ns() };
+    let key = bpf_get_current_pid_tgid();
+    let Some(start) = COPY_UP_STARTS.get_ptr(key) else {
+        // Attached while this copy-up was already running.
+        return 0;
+    };
+    // SAFETY: the pointer came from a successful lookup; it stays valid until we remove it.
+    let start = unsafe { *start };
+    let _ = COPY_UP_STARTS.remove(key);
+    let ret: i32 = ctx.ret();
+    record(&offsets, start, ended_ns, ret);
+    0
+}
+
+/// Reads a kernel value at `base + offset`; `None` on a null base or a faulting read.
+fn read_at<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copies into our stack and reports a fault as an error; it
+    // never dereferences the pointer in the program itself.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).ok() }
+}
+
+fn record(offsets: &FieldOffsets, start: CopyUpStart, ended_ns: u64, ret: i32) {
+    let Some(sb) = read_at::<u64>(start.dentry, offsets.dentry_d_sb) else {
+        return;
+    };
+    let Some(s_dev) = read_at::<u32>(sb, offsets.super_block_s_dev) else {
+        return;
+    };
+    let inode = read_at::<u64>(start.dentry, offsets.dentry_d_inode).unwrap_or(0);
+    let (kind, size) = match read_at::<u16>(inode, offsets.inode_i_mode) {
+        Some(mode) => {
+            let kind = kind_of_mode(mode);
+            let size = if kind == kind::FILE {
+                read_at::<i64>(inode, offsets.inode_i_size).unwrap_or(0)
+            } else {
+                0
+            };
+            (kind, u64::try_from(size).unwrap_or(0))
+        }
+        None => (kind::OTHER, 0),
+    };
+    let stats = match COPY_UP_STATS.get_ptr_mut(s_dev) {
+        Some(stats) => stats,
+        None => {
+            let _ = COPY_UP_STATS.insert(s_dev, &ZERO_STATS, BPF_NOEXIST);
+            match COPY_UP_STATS.get_ptr_mut(s_dev) {
+                Some(stats) => stats,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a per-CPU map value of this CPU, valid for the whole program run; nothing else
+    // runs on this CPU while we update it (kprobe programs do not nest on one CPU).
+    let stats = unsafe { &mut *stats };
+    let bucket = latency_bucket(ended_ns.saturating_sub(start.started_ns));
+    if let Some(count) = stats.count.get_mut(kind) {
+        *count += 1;
+    }
+    if let Some(bytes) = stats.bytes.get_mut(kind) {
+        *bytes += size;
+    }
+    if ret < 0
+        && let Some(errors) = stats.errors.get_mut(kind)
+    {
+        *errors += 1;
+    }
+    if let Some(latency) = stats.latency_log2.get_mut(bucket) {
+        *latency += 1;
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The kernel refuses programs without a GPL-compatible license from calling
+/// `bpf_probe_read_kernel` and attaching kprobes.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
