@@ -400,7 +400,8 @@ impl Store {
 
     /// `image rm [-f] REF`. A tag of an image with other tags is only untagged (as `docker
     /// rmi`). Deleting an image refuses while containers use it or views are mounted, unless
-    /// `force` (which unmounts views; containers still block). Records go first, directories
+    /// `force`: then views are unmounted, and an image containers still use loses its names
+    /// but stays (dangling) until its last container is removed, as with `docker rmi -f`. Records go first, directories
     /// after: a crash in between leaves orphans that the next start-up removes.
     pub fn remove_image(&self, reference: &str, force: bool) -> Result<RemovedImage, Error> {
         let txn = self.db.write()?;
@@ -419,10 +420,20 @@ impl Store {
             return Ok(removed);
         }
         if img.container_users > 0 {
-            return Err(Error::InUse(format!(
-                "image {} is used by {} container(s); remove them first",
-                img.id, img.container_users
-            )));
+            if !force {
+                return Err(Error::InUse(format!(
+                    "image {} is used by {} container(s); remove them first, or use --force to untag it",
+                    img.id, img.container_users
+                )));
+            }
+            // As `docker rmi -f`: the names go, the image stays for its containers (dangling).
+            for tag in std::mem::take(&mut img.tags) {
+                txn.delete_tag(&tag)?;
+                removed.untagged.push(tag);
+            }
+            txn.put_image(&img)?;
+            txn.commit()?;
+            return Ok(removed);
         }
         if img.view_mounts > 0 && !force {
             return Err(Error::InUse(format!(
