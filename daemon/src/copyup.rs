@@ -10,47 +10,10 @@ use std::sync::Mutex;
 use strata_store::MountEvent;
 use strata_store::ids::CacheId;
 
-/// Kinds of copied-up inode, in the order of the per-kind arrays.
+pub use crate::probe::{CopyUpTotals, LATENCY_BUCKETS, kernel_dev};
+
+/// Kinds of copied-up inode, in the order of the per-kind arrays (`probe::kind`).
 pub const KINDS: [&str; 4] = ["file", "dir", "symlink", "other"];
-
-/// log2 latency buckets: bucket `k` counts copy-ups that took `[2^k, 2^(k+1))` ns.
-pub const LATENCY_BUCKETS: usize = 40;
-
-/// Copy-up totals of one overlay (or one container), per kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyUpTotals {
-    pub count: [u64; 4],
-    pub bytes: [u64; 4],
-    pub errors: [u64; 4],
-    pub latency_log2: [[u64; LATENCY_BUCKETS]; 4],
-    pub latency_sum_ns: [u64; 4],
-}
-
-impl Default for CopyUpTotals {
-    fn default() -> Self {
-        Self {
-            count: [0; 4],
-            bytes: [0; 4],
-            errors: [0; 4],
-            latency_log2: [[0; LATENCY_BUCKETS]; 4],
-            latency_sum_ns: [0; 4],
-        }
-    }
-}
-
-impl CopyUpTotals {
-    pub fn add(&mut self, other: &CopyUpTotals) {
-        for k in 0..4 {
-            self.count[k] += other.count[k];
-            self.bytes[k] += other.bytes[k];
-            self.errors[k] += other.errors[k];
-            self.latency_sum_ns[k] += other.latency_sum_ns[k];
-            for b in 0..LATENCY_BUCKETS {
-                self.latency_log2[k][b] += other.latency_log2[k][b];
-            }
-        }
-    }
-}
 
 /// Where per-device copy-up totals come from (the eBPF probe).
 pub trait CopyUpSource: Send + Sync + Debug {
@@ -58,13 +21,6 @@ pub trait CopyUpSource: Send + Sync + Debug {
     fn totals(&self) -> Result<HashMap<u32, CopyUpTotals>, String>;
     /// Drops the totals of one device (its overlay is gone).
     fn forget(&self, dev: u32);
-}
-
-/// The kernel's internal `dev_t` (`MKDEV`: major << 20 | minor) for a `stat(2)` `st_dev`.
-pub fn kernel_dev(st_dev: u64) -> u32 {
-    let major = libc::major(st_dev);
-    let minor = libc::minor(st_dev);
-    (major << 20) | (minor & 0xf_ffff)
 }
 
 #[derive(Debug, Default)]
@@ -123,7 +79,7 @@ impl Attribution {
                 let totals = source.totals().ok().and_then(|mut t| t.remove(&dev));
                 let mut state = self.lock();
                 if let Some(totals) = totals {
-                    state.banked.entry(container).or_default().add(&totals);
+                    state.banked.entry(container).or_default().merge(&totals);
                 }
                 state.devices.remove(&dev);
                 drop(state);
@@ -144,20 +100,59 @@ impl Attribution {
         let totals = source.totals()?;
         let mut state = self.lock();
         state.banked.retain(|id, _| live.contains(id));
-        let mut out: HashMap<String, CopyUpTotals> = state
-            .banked
-            .iter()
-            .map(|(id, t)| (id.hex(), t.clone()))
-            .collect();
+        let mut out: HashMap<String, CopyUpTotals> =
+            state.banked.iter().map(|(id, t)| (id.hex(), *t)).collect();
         for (dev, t) in &totals {
             let key = match state.devices.get(dev) {
                 Some(id) if live.contains(id) => id.hex(),
                 Some(_) => continue,
                 None => UNMANAGED.to_owned(),
             };
-            out.entry(key).or_default().add(t);
+            out.entry(key).or_default().merge(t);
         }
         Ok(out)
+    }
+}
+
+/// The attached probe as a [`CopyUpSource`].
+#[derive(Debug)]
+struct ProbeSource(Mutex<crate::probe::CopyUpProbe>);
+
+impl CopyUpSource for ProbeSource {
+    fn totals(&self) -> Result<HashMap<u32, CopyUpTotals>, String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read()
+            .map_err(|e| e.to_string())
+    }
+
+    fn forget(&self, dev: u32) {
+        if let Err(e) = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .forget(dev)
+        {
+            tracing::warn!(dev, error = %e, "could not reset copy-up counters");
+        }
+    }
+}
+
+/// Loads and attaches the eBPF probe, or says in one line why not (the daemon keeps working:
+/// the scanner still reports copied-up files and bytes, without latency).
+pub fn start_probe() -> Option<Box<dyn CopyUpSource>> {
+    match crate::probe::CopyUpProbe::embedded() {
+        Ok(probe) => {
+            tracing::info!(offsets = ?probe.offsets(), "copy-up probe attached to ovl_copy_up_one");
+            Some(Box::new(ProbeSource(Mutex::new(probe))))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "copy-up probe off: {e}; the scanner reports copied-up files and bytes instead (no latency)"
+            );
+            None
+        }
     }
 }
 
@@ -217,13 +212,4 @@ mod tests {
         let got = attribution.per_container(&HashSet::from([b])).unwrap();
         assert!(!got.contains_key(&a.hex()));
     }
-}
-
-/// Loads and attaches the eBPF probe, or says in one line why not (the daemon keeps working:
-/// the scanner still reports copied-up files and bytes, without latency).
-pub fn start_probe() -> Option<Box<dyn CopyUpSource>> {
-    tracing::warn!(
-        "copy-up probe off: this stratad was built without the eBPF probe; the scanner reports copied-up files instead"
-    );
-    None
 }

@@ -7,3 +7,4 @@ pub mod client;
 pub mod config;
 pub mod copyup;
 pub mod metrics;
+pub mod probe;

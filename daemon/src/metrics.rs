@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use strata_store::ids::CacheId;
-use strata_store::{LayerScan, Store};
+use strata_store::{ContainerSummary, LayerScan, Store};
 
 use crate::copyup::{Attribution, CopyUpTotals, KINDS, LATENCY_BUCKETS};
 
@@ -79,7 +79,7 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The OpenMetrics text exposition.
+    /// The `OpenMetrics` text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -128,6 +128,9 @@ fn gauge_family<'a>(
     Ok(())
 }
 
+/// Reads one kind's value out of copy-up totals.
+type KindValue = fn(&CopyUpTotals, usize) -> u64;
+
 /// Copy-up latency buckets as Prometheus `le` bounds: 2^10 ns (about 1 us) to 2^34 ns
 /// (about 17 s), cumulative; the probe's log2 buckets map onto them exactly.
 const FIRST_BOUND_LOG2: usize = 10;
@@ -152,6 +155,50 @@ fn histogram_buckets(log2: &[u64; LATENCY_BUCKETS]) -> Vec<(f64, u64)> {
 }
 
 impl StoreCollector {
+    /// The scanner's per-container gauges.
+    fn encode_scans(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        containers: &[ContainerSummary],
+    ) -> Result<(), std::fmt::Error> {
+        let scans = self
+            .scans
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let scanned = |f: fn(&LayerScan) -> u64| {
+            containers
+                .iter()
+                .filter_map(|c| {
+                    scans
+                        .get(&c.id)
+                        .map(|s| (vec![("container_id", c.id.hex())], f(s)))
+                })
+                .collect::<Vec<_>>()
+        };
+        let families: [(&str, &str, fn(&LayerScan) -> u64); 3] = [
+            (
+                "strata_container_rw_bytes",
+                "Bytes in each container's writable layer",
+                |s| s.rw_bytes,
+            ),
+            (
+                "strata_container_copied_up_files",
+                "Files in each writable layer that shadow a lower file (the scanner's view of copy-ups)",
+                |s| s.copied_up_files,
+            ),
+            (
+                "strata_container_copied_up_bytes",
+                "Bytes of the files in each writable layer that shadow a lower file",
+                |s| s.copied_up_bytes,
+            ),
+        ];
+        for (name, help, value) in families {
+            gauge_family(encoder, name, help, scanned(value))?;
+        }
+        Ok(())
+    }
+
     fn encode_copyups(
         &self,
         encoder: &mut DescriptorEncoder,
@@ -163,7 +210,7 @@ impl StoreCollector {
         });
         let mut rows: Vec<(&String, &CopyUpTotals)> = per_container.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
-        let counters: [(&str, &str, fn(&CopyUpTotals, usize) -> u64); 3] = [
+        let counters: [(&str, &str, KindValue); 3] = [
             (
                 "strata_copyup",
                 "Copy-ups (overlayfs copy-on-write), by container and inode kind",
@@ -232,66 +279,45 @@ impl Collector for StoreCollector {
         let containers = self.store.list_containers().unwrap_or_default();
         let volumes = self.store.list_volumes(None).unwrap_or_default();
         let layers = self.store.list_layers().unwrap_or_default();
-        gauge(
-            &mut encoder,
-            "strata_probe_up",
-            "1 when the eBPF copy-up probe is attached",
-            u64::from(self.attribution.probe_up()),
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_store_fs_size_bytes",
-            "Size of the filesystem holding the store root",
-            info.fs_size_bytes,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_store_fs_avail_bytes",
-            "Bytes available to unprivileged users on the store's filesystem",
-            info.fs_avail_bytes,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_store_fs_files",
-            "Inodes of the store's filesystem",
-            info.fs_files,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_store_fs_files_free",
-            "Free inodes of the store's filesystem",
-            info.fs_files_free,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_layers",
-            "Layers stored",
-            info.layers as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_images",
-            "Images stored",
-            info.images as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_containers",
-            "Containers",
-            info.containers as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_volumes",
-            "Volumes",
-            info.volumes as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "strata_layer_bytes",
-            "Bytes of all layers, each stored once",
-            layers.iter().map(|l| l.size).sum(),
-        )?;
+        let scalars: [(&str, &str, u64); 10] = [
+            (
+                "strata_probe_up",
+                "1 when the eBPF copy-up probe is attached",
+                u64::from(self.attribution.probe_up()),
+            ),
+            (
+                "strata_store_fs_size_bytes",
+                "Size of the filesystem holding the store root",
+                info.fs_size_bytes,
+            ),
+            (
+                "strata_store_fs_avail_bytes",
+                "Bytes available to unprivileged users on the store's filesystem",
+                info.fs_avail_bytes,
+            ),
+            (
+                "strata_store_fs_files",
+                "Inodes of the store's filesystem",
+                info.fs_files,
+            ),
+            (
+                "strata_store_fs_files_free",
+                "Free inodes of the store's filesystem",
+                info.fs_files_free,
+            ),
+            ("strata_layers", "Layers stored", info.layers as u64),
+            ("strata_images", "Images stored", info.images as u64),
+            ("strata_containers", "Containers", info.containers as u64),
+            ("strata_volumes", "Volumes", info.volumes as u64),
+            (
+                "strata_layer_bytes",
+                "Bytes of all layers, each stored once",
+                layers.iter().map(|l| l.size).sum(),
+            ),
+        ];
+        for (name, help, value) in scalars {
+            gauge(&mut encoder, name, help, value)?;
+        }
         gauge_family(
             &mut encoder,
             "strata_volume_bytes",
@@ -316,39 +342,7 @@ impl Collector for StoreCollector {
                 )
             }),
         )?;
-        let scans = self
-            .scans
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let scanned = |f: fn(&LayerScan) -> u64| {
-            containers
-                .iter()
-                .filter_map(|c| {
-                    scans
-                        .get(&c.id)
-                        .map(|s| (vec![("container_id", c.id.hex())], f(s)))
-                })
-                .collect::<Vec<_>>()
-        };
-        gauge_family(
-            &mut encoder,
-            "strata_container_rw_bytes",
-            "Bytes in each container's writable layer",
-            scanned(|s| s.rw_bytes),
-        )?;
-        gauge_family(
-            &mut encoder,
-            "strata_container_copied_up_files",
-            "Files in each writable layer that shadow a lower file (the scanner's view of copy-ups)",
-            scanned(|s| s.copied_up_files),
-        )?;
-        gauge_family(
-            &mut encoder,
-            "strata_container_copied_up_bytes",
-            "Bytes of the files in each writable layer that shadow a lower file",
-            scanned(|s| s.copied_up_bytes),
-        )?;
+        self.encode_scans(&mut encoder, &containers)?;
         let live: HashSet<CacheId> = containers.iter().map(|c| c.id).collect();
         self.encode_copyups(&mut encoder, &live)
     }

@@ -170,3 +170,65 @@ fn volumes_list_filter_inspect_and_prune() {
         "{df}"
     );
 }
+
+#[test]
+fn stats_shows_a_row_per_container_with_the_scanners_figures() {
+    let (d, _dir) = daemon_with_image();
+    d.strata_ok(STRATA, &["container", "create", "--name", "busy", IMAGE]);
+    d.strata_ok(STRATA, &["container", "create", "--name", "quiet", IMAGE]);
+    let out = d
+        .command(STRATA)
+        .args([
+            "container",
+            "exec",
+            "busy",
+            "--",
+            "sh",
+            "-c",
+            "echo more >> /data/lower.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let expected = "from the image\nmore\n".len() as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let rows = loop {
+        let rows: Value =
+            serde_json::from_str(&d.strata_ok(STRATA, &["--json", "stats", "--no-stream"]))
+                .unwrap();
+        let busy = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "busy")
+            .cloned()
+            .unwrap();
+        if busy["copied_up_bytes"] == expected {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scanner never reported the copy-up: {rows}"
+        );
+    };
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["name"], "busy", "sorted by cost: {rows:?}");
+    assert_eq!(rows[0]["copied_up_files"], 1);
+    assert_eq!(rows[0]["rw_bytes"], expected);
+    assert_eq!(rows[1]["rw_bytes"], 0);
+    let table = d.strata_ok(STRATA, &["stats", "--no-stream"]);
+    let header = table.lines().next().unwrap();
+    for col in [
+        "CONTAINER ID",
+        "NAME",
+        "COPY-UPS/S",
+        "COPY-UP BYTES/S",
+        "P99 LATENCY",
+        "RW SIZE",
+        "COPIED UP",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(table.contains("probe off"), "{table}");
+}

@@ -3,6 +3,8 @@
 //! - `test [-- ARGS]`: the project's test command. Checks for root, installs what the tests
 //!   need (docker.io for the parity tests, ...) with apt-get when missing, then runs
 //!   `cargo test --workspace ARGS` and exits with its status.
+//! - `build-probe`: provisions nightly, `rust-src` and bpf-linker (cached), then builds the
+//!   eBPF copy-up probe into `target/bpf/strata-probe.o` for the daemon to embed.
 //! - `run [-- ARGS]`: builds `stratad` in release and runs it with ARGS.
 //! - `bench import [OPTIONS]`: import throughput of a ~1 GiB image: `tar -x` of its layers (the
 //!   practical limit), `strata image import` into a fresh store, `docker load` into a fresh
@@ -10,9 +12,12 @@
 //! - `vm-test [OPTIONS]`: boots the daemon in a QEMU VM and checks copy-up metrics (see `vm`).
 //! - `bench containers [OPTIONS]`: create/mount/unmount/remove cycles through Strata's API
 //!   beside Docker's create/remove, and listing 10,000 containers with each CLI.
+//! - `lint-dashboards`: checks the Grafana dashboards' conventions (see `lint_dashboards`).
 
 mod bench;
 mod bench_containers;
+mod lint_dashboards;
+mod probe;
 mod vm;
 
 use std::path::PathBuf;
@@ -25,6 +30,7 @@ usage: cargo xtask <task>
 
 tasks:
   test [-- ARGS]        install test prerequisites (as root), then cargo test --workspace ARGS
+  build-probe           build the eBPF copy-up probe (target/bpf/strata-probe.o)
   run [-- ARGS]         build stratad (release) and run it with ARGS
   bench import [OPTS]   import benchmark; OPTS:
       --size-mib N      approximate image size (default 1024)
@@ -35,6 +41,7 @@ tasks:
   vm-test [OPTS]        boot stratad in a QEMU VM, run the copy-up workload, check /metrics
       --timeout SECS    kill QEMU after SECS without a result (default 180)
       --storage-only    stop before the metrics phase (until the probe and /metrics land)
+      --binaries DIR    use static stratad and strata from DIR instead of building them
   bench containers [OPTS]  container lifecycle and listing, strata beside docker; OPTS:
       --cycles N        create cycles per daemon, p50/p99 reported (default 500)
       --containers N    containers to create, then list (default 10000)
@@ -42,6 +49,7 @@ tasks:
       --docker-budget-secs N  stop creating docker containers after N s (default 180)
       --dir DIR         work directory (default target/bench-containers)
       --skip-docker     measure only strata
+  lint-dashboards       check dashboards/grafana/*.json against the dashboard conventions
 ";
 
 fn main() -> ExitCode {
@@ -49,6 +57,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(rest_after_dashes(&args[1..])),
         Some("run") => run(rest_after_dashes(&args[1..])),
+        Some("build-probe") => probe::build_probe().map(|()| ExitCode::SUCCESS),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("import") => bench::Options::parse(&args[2..]).and_then(|o| bench::import(&o)),
             Some("containers") => bench_containers::Options::parse(&args[2..])
@@ -57,6 +66,14 @@ fn main() -> ExitCode {
                 "unknown bench; try `bench import` or `bench containers`\n\n{USAGE}"
             )),
         },
+        Some("lint-dashboards") => {
+            lint_dashboards::check_dir(&workspace_root().join("dashboards/grafana"))
+                .map(|summary| {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::msg)
+        }
         Some("vm-test") => vm::Options::parse(&args[1..]).and_then(|o| vm::vm_test(&o)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

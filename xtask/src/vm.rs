@@ -57,7 +57,7 @@ const VM_PREREQUISITES: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
 ];
 
-const USAGE_OPTIONS: &str = "--timeout SECS, --storage-only";
+const USAGE_OPTIONS: &str = "--timeout SECS, --storage-only, --binaries DIR";
 
 #[derive(Debug)]
 pub(crate) struct Options {
@@ -65,6 +65,9 @@ pub(crate) struct Options {
     timeout: Duration,
     /// Boot without `--metrics-addr` and stop before scraping `/metrics`.
     storage_only: bool,
+    /// Static `stratad` and `strata` built elsewhere (e.g. from another checkout) instead of
+    /// building them here.
+    binaries: Option<PathBuf>,
 }
 
 impl Options {
@@ -72,6 +75,7 @@ impl Options {
         let mut options = Self {
             timeout: Duration::from_secs(180),
             storage_only: false,
+            binaries: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -85,6 +89,10 @@ impl Options {
                     options.timeout = Duration::from_secs(secs);
                 }
                 "--storage-only" => options.storage_only = true,
+                "--binaries" => {
+                    let dir = args.next().context("--binaries needs a directory")?;
+                    options.binaries = Some(PathBuf::from(dir));
+                }
                 other => bail!("unknown option {other} (vm-test takes {USAGE_OPTIONS})"),
             }
         }
@@ -154,7 +162,10 @@ pub(crate) fn vm_test(options: &Options) -> Result<ExitCode> {
     let provision_time = started.elapsed();
 
     let started = Instant::now();
-    let (stratad, strata) = build_static_binaries()?;
+    let (stratad, strata) = match &options.binaries {
+        Some(dir) => static_binaries_in(dir)?,
+        None => build_static_binaries()?,
+    };
     let cargo_time = started.elapsed();
 
     let started = Instant::now();
@@ -285,12 +296,22 @@ fn build_static_binaries() -> Result<(PathBuf, PathBuf)> {
             .args(["build", "--release", "--target", TARGET])
             .args(["-p", "strata-daemon", "--bin", "stratad", "--bin", "strata"])
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            // Line tables would more than double the initramfs that TCG decompresses at every
+            // boot; panic messages keep their locations without them.
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
             .env_remove("CARGO_ENCODED_RUSTFLAGS"),
     )?;
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-        .join(TARGET)
-        .join("release");
+    static_binaries_in(
+        &std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+            .join(TARGET)
+            .join("release"),
+    )
+}
+
+/// `stratad` and `strata` in `dir`, checked to be static.
+fn static_binaries_in(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let binaries = (dir.join("stratad"), dir.join("strata"));
     for binary in [&binaries.0, &binaries.1] {
         ensure!(
@@ -980,21 +1001,21 @@ fn check_metrics(
             .filter(|s| s.name == name)
             .filter(|s| s.labels.get("container_id").map(String::as_str) == Some(container))
             .filter(|s| kind.is_none_or(|k| s.labels.get("kind").map(String::as_str) == Some(k)))
-            .map(|s| s.value)
-            .sum()
+            // Not `sum()`: an empty f64 sum is -0, which reads oddly in a failure message.
+            .fold(0.0, |total, s| total + s.value)
     };
     let total = |name: &str| -> f64 {
         samples
             .iter()
             .filter(|s| s.name == name)
-            .map(|s| s.value)
-            .sum()
+            .fold(0.0, |total, s| total + s.value)
     };
 
     match samples.iter().find(|s| s.name == "strata_probe_up") {
         Some(s) if s.value == 1.0 => {}
         other => failures.push(format!(
-            "strata_probe_up: expected 1 (probe loaded in the VM), got {:?}",
+            "strata_probe_up: expected 1 (probe attached in the VM), got {:?}; the \
+             stratad-log section says why",
             other.map(|s| s.value)
         )),
     }

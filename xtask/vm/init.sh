@@ -73,7 +73,8 @@ set -- --root /var/lib/strata --socket "$STRATA_SOCKET"
 if [ "$phases" = all ]; then
     set -- "$@" --metrics-addr 127.0.0.1:9750
 fi
-/strata/stratad "$@" >/tmp/stratad.log 2>&1 &
+# NO_COLOR: the log is printed on the console for people and xtask, without ANSI colours.
+NO_COLOR=1 /strata/stratad "$@" >/tmp/stratad.log 2>&1 &
 stratad_pid=$!
 
 waited=0

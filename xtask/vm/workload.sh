@@ -28,7 +28,13 @@ section() {
     return $status
 }
 
-step /strata/strata image import /strata/copyup-image.tar
+# The console is a terminal, where import draws progress bars; keep them off the transcript.
+echo "workload: strata image import /strata/copyup-image.tar"
+/strata/strata image import /strata/copyup-image.tar >/tmp/import.log 2>&1 || {
+    cat /tmp/import.log
+    echo "workload: step failed: strata image import"
+    exit 1
+}
 
 echo "=== begin containers ==="
 for name in c1 c2 c3; do

@@ -6,6 +6,7 @@ pub mod containers;
 pub mod images;
 mod layers;
 pub mod serve;
+pub mod stats;
 mod system;
 pub mod volumes;
 
@@ -39,6 +40,10 @@ pub(crate) struct RefQuery {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    /// Copy-up totals per container (the eBPF probe, when it runs).
+    pub attribution: Arc<crate::copyup::Attribution>,
+    /// The scanner's latest figures.
+    pub scans: crate::metrics::ScanResults,
 }
 
 /// The body of every error response.
@@ -119,6 +124,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/info", get(system::info))
         .route("/v1/system/df", get(system::df))
+        .route("/v1/stats", get(stats::stats))
         .route("/v1/images", get(images::list).delete(images::remove))
         .route("/v1/images/import", post(images::import))
         .route("/v1/images/inspect", get(images::inspect))

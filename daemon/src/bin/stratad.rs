@@ -116,7 +116,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     store.set_mount_observer(Box::new(move |event| observer.observe(event)));
 
     let scans = ScanResults::default();
-    let metrics = Arc::new(Metrics::new(store.clone(), attribution, scans.clone()));
+    let metrics = Arc::new(Metrics::new(
+        store.clone(),
+        attribution.clone(),
+        scans.clone(),
+    ));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr))?;
@@ -127,7 +131,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(scan_layers(
         store.clone(),
-        scans,
+        scans.clone(),
         Duration::from_secs(config.scan_interval),
         stop_rx.clone(),
     ));
@@ -139,7 +143,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let app = router(AppState { store }).route_layer(axum::middleware::from_fn_with_state(
+    let app = router(AppState {
+        store,
+        attribution,
+        scans,
+    })
+    .route_layer(axum::middleware::from_fn_with_state(
         metrics,
         track_api_latency,
     ));

@@ -2,6 +2,7 @@
 
 mod container;
 mod format;
+mod stats;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -52,6 +53,12 @@ enum Command {
     /// Store-wide information
     #[command(subcommand)]
     System(SystemCmd),
+    /// Live copy-on-write cost per container (copy-ups/s, bytes/s, p99 latency, sizes)
+    Stats {
+        /// Print one snapshot (rates over one second) and exit
+        #[arg(long)]
+        no_stream: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Container(cmd) => container::container(&client, cmd, json).await,
         Command::Volume(cmd) => container::volume(&client, cmd, json).await,
         Command::System(cmd) => system(&client, cmd, json).await,
+        Command::Stats { no_stream } => stats::stats(&client, no_stream, json).await,
     }
 }
 

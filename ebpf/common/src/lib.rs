@@ -23,22 +23,36 @@ pub mod kind {
 }
 
 /// Number of log2 latency buckets: bucket `b` holds copy-ups of `2^b ..= 2^(b+1)-1` ns
-/// (bucket 0 also holds 0 ns); the last bucket holds everything from `2^(N-1)` ns (~4.3 s) up.
-pub const LATENCY_BUCKETS: usize = 33;
+/// (bucket 0 also holds 0 ns); the last bucket holds everything from `2^39` ns (~9 min) up.
+/// Enough for the `strata_copyup_duration_seconds` buckets, 1 us to 10 s (2^33.2 ns).
+pub const LATENCY_BUCKETS: usize = 40;
 
-/// Per overlay superblock (`s_dev`), per CPU: what copy-ups cost. The map key is `s_dev` as
-/// the kernel encodes it (`MKDEV(major, minor)` = `major << 20 | minor`).
-///
-/// 8 * (4 + 4 + 4 + 33) = 360 bytes: small enough for a per-CPU hash value.
+/// Map key: one overlay superblock and one kind of inode, so that latency histograms are per
+/// kind (the metric has a `kind` label) while each value stays small.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CopyUpKey {
+    /// The overlay superblock's `s_dev`, as the kernel encodes it
+    /// (`MKDEV(major, minor)` = `major << 20 | minor`).
+    pub s_dev: u32,
+    /// A [`kind`] index.
+    pub kind: u32,
+}
+
+/// Per (`s_dev`, kind), per CPU: what copy-ups cost. 8 * (4 + 40) = 352 bytes: small enough
+/// for a per-CPU hash value, and updated in place through the map pointer (never on the
+/// 512-byte BPF stack).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyUpStats {
-    /// Completed `ovl_copy_up_one` calls, by kind (failures included).
-    pub count: [u64; kind::COUNT],
-    /// `i_size` of copied-up regular files, by kind (only `FILE` is ever non-zero).
-    pub bytes: [u64; kind::COUNT],
-    /// Calls that returned a negative errno, by kind.
-    pub errors: [u64; kind::COUNT],
+    /// Completed `ovl_copy_up_one` calls (failures included).
+    pub count: u64,
+    /// Sum of `i_size` of copied-up regular files (0 for other kinds).
+    pub bytes: u64,
+    /// Calls that returned a negative errno.
+    pub errors: u64,
+    /// Sum of latencies in nanoseconds (the histogram's `_sum`).
+    pub latency_sum_ns: u64,
     /// Latency histogram: `latency_log2[floor(log2(ns))]`, clamped to the last bucket.
     pub latency_log2: [u64; LATENCY_BUCKETS],
 }
@@ -46,9 +60,10 @@ pub struct CopyUpStats {
 impl CopyUpStats {
     /// No copy-ups yet.
     pub const ZERO: Self = Self {
-        count: [0; kind::COUNT],
-        bytes: [0; kind::COUNT],
-        errors: [0; kind::COUNT],
+        count: 0,
+        bytes: 0,
+        errors: 0,
+        latency_sum_ns: 0,
         latency_log2: [0; LATENCY_BUCKETS],
     };
 }
@@ -86,7 +101,7 @@ impl FieldOffsets {
 
 /// Name of the probe's offsets global (`static STRATA_OFFSETS: FieldOffsets`).
 pub const OFFSETS_GLOBAL: &str = "STRATA_OFFSETS";
-/// Name of the per-CPU hash map `s_dev -> CopyUpStats`.
+/// Name of the per-CPU hash map `CopyUpKey -> CopyUpStats`.
 pub const STATS_MAP: &str = "COPY_UP_STATS";
 /// Name of the kprobe program (entry of `ovl_copy_up_one`).
 pub const ENTRY_PROGRAM: &str = "ovl_copy_up_one_entry";
@@ -145,8 +160,10 @@ pub const fn latency_bucket(ns: u64) -> usize {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both are `#[repr(C)]` structs of integers with no padding (u64 arrays; five u32),
-    // so every bit pattern is a valid value.
+    // SAFETY: all three are `#[repr(C)]` structs of integers with no padding (two u32; u64s;
+    // five u32), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::CopyUpKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::CopyUpStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FieldOffsets {}
@@ -164,9 +181,9 @@ mod tests {
         assert_eq!(latency_bucket(1023), 9);
         assert_eq!(latency_bucket(1024), 10);
         assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
-        for shift in 0..40 {
+        for shift in 0..45_usize {
             let ns = 1u64 << shift;
-            let expected = (shift as usize).min(LATENCY_BUCKETS - 1);
+            let expected = shift.min(LATENCY_BUCKETS - 1);
             assert_eq!(latency_bucket(ns), expected, "2^{shift}");
             assert_eq!(
                 latency_bucket(ns | (ns - 1)),
@@ -186,7 +203,8 @@ mod tests {
 
     #[test]
     fn stats_value_stays_small_for_the_verifier() {
-        assert_eq!(core::mem::size_of::<CopyUpStats>(), 360);
+        assert_eq!(core::mem::size_of::<CopyUpStats>(), 352);
+        assert_eq!(core::mem::size_of::<CopyUpKey>(), 8);
         assert_eq!(core::mem::size_of::<FieldOffsets>(), 20);
     }
 }

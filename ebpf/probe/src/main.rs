@@ -20,7 +20,9 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_re
 use aya_ebpf::macros::{kprobe, kretprobe, map};
 use aya_ebpf::maps::{HashMap, PerCpuHashMap};
 use aya_ebpf::programs::{ProbeContext, RetProbeContext};
-use strata_ebpf_common::{CopyUpStats, FieldOffsets, kind, kind_of_mode, latency_bucket};
+use strata_ebpf_common::{
+    CopyUpKey, CopyUpStats, FieldOffsets, kind, kind_of_mode, latency_bucket,
+};
 
 /// Field offsets, overridden by the loader (`EbpfLoader::override_global`). Immutable, so it
 /// lands in `.rodata`, which the kernel freezes: the verifier then sees constants.
@@ -52,9 +54,10 @@ struct CopyUpStart {
 #[map]
 static COPY_UP_STARTS: HashMap<u64, CopyUpStart> = HashMap::with_max_entries(10_240, 0);
 
-/// Per-CPU aggregates by overlay superblock `s_dev`.
+/// Per-CPU aggregates by overlay superblock `s_dev` and kind.
 #[map]
-static COPY_UP_STATS: PerCpuHashMap<u32, CopyUpStats> = PerCpuHashMap::with_max_entries(4_096, 0);
+static COPY_UP_STATS: PerCpuHashMap<CopyUpKey, CopyUpStats> =
+    PerCpuHashMap::with_max_entries(16_384, 0);
 
 /// `BPF_NOEXIST`: insert only if the key is absent (another program on this CPU cannot race us,
 /// but do not clobber an existing entry either).
@@ -134,11 +137,19 @@ fn record(offsets: &FieldOffsets, start: CopyUpStart, ended_ns: u64, ret: i32) {
         }
         None => (kind::OTHER, 0),
     };
-    let stats = match COPY_UP_STATS.get_ptr_mut(s_dev) {
+    let key = CopyUpKey {
+        s_dev,
+        kind: kind as u32,
+    };
+    let stats = match COPY_UP_STATS.get_ptr_mut(key) {
         Some(stats) => stats,
         None => {
-            let _ = COPY_UP_STATS.insert(s_dev, &ZERO_STATS, BPF_NOEXIST);
-            match COPY_UP_STATS.get_ptr_mut(s_dev) {
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the 352-byte zero would be copied onto the BPF stack"
+            )]
+            let _ = COPY_UP_STATS.insert(key, &ZERO_STATS, BPF_NOEXIST);
+            match COPY_UP_STATS.get_ptr_mut(key) {
                 Some(stats) => stats,
                 None => return,
             }
@@ -147,20 +158,15 @@ fn record(offsets: &FieldOffsets, start: CopyUpStart, ended_ns: u64, ret: i32) {
     // SAFETY: a per-CPU map value of this CPU, valid for the whole program run; nothing else
     // runs on this CPU while we update it (kprobe programs do not nest on one CPU).
     let stats = unsafe { &mut *stats };
-    let bucket = latency_bucket(ended_ns.saturating_sub(start.started_ns));
-    if let Some(count) = stats.count.get_mut(kind) {
-        *count += 1;
+    let latency = ended_ns.saturating_sub(start.started_ns);
+    stats.count += 1;
+    stats.bytes += size;
+    if ret < 0 {
+        stats.errors += 1;
     }
-    if let Some(bytes) = stats.bytes.get_mut(kind) {
-        *bytes += size;
-    }
-    if ret < 0
-        && let Some(errors) = stats.errors.get_mut(kind)
-    {
-        *errors += 1;
-    }
-    if let Some(latency) = stats.latency_log2.get_mut(bucket) {
-        *latency += 1;
+    stats.latency_sum_ns += latency;
+    if let Some(bucket) = stats.latency_log2.get_mut(latency_bucket(latency)) {
+        *bucket += 1;
     }
 }
 

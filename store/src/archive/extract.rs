@@ -45,9 +45,12 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
 
@@ -112,20 +115,40 @@ pub enum ExtractError {
     },
 }
 
-const READ_BUFFER: usize = 1 << 20;
 const COPY_BUFFER: usize = 1 << 20;
 
 /// Applies the uncompressed layer tar read from `reader` to the empty directory `dest`, and
 /// returns its `DiffID` (hashed in the same pass, the stream drained to EOF) with sizes.
 pub fn extract_layer(reader: impl Read, dest: &Path) -> Result<LayerStats, ExtractError> {
+    extract(HashingReader::new(reader), dest, None)
+}
+
+/// [`extract_layer`] for a stream whose `DiffID` the caller gets another way: an uncompressed
+/// `blobs/sha256/<hex>` layer is its own `DiffID`, and the caller hashes the blob anyway to check
+/// it against its name. The stream is not hashed again; the stats carry `diff_id`, which is only
+/// right once the caller has checked the blob's digest (and must discard the layer otherwise).
+pub(crate) fn extract_layer_unhashed(
+    reader: impl Read,
+    dest: &Path,
+    diff_id: DiffId,
+) -> Result<LayerStats, ExtractError> {
+    extract(HashingReader::counting(reader), dest, Some(diff_id))
+}
+
+fn extract<R: Read>(
+    hashing: HashingReader<R>,
+    dest: &Path,
+    diff_id: Option<DiffId>,
+) -> Result<LayerStats, ExtractError> {
     let root = fs::open_dir(dest).map_err(|source| ExtractError::Dest {
         path: dest.to_owned(),
         source,
     })?;
     let state = StreamState::default();
-    let hashing = HashingReader::new(reader);
+    // `HashingReader` buffers (it reads whole chunks to hand them to its hashing thread), so
+    // the parser's small header reads need no `BufReader` of their own.
     let tracked = Tracked {
-        inner: BufReader::with_capacity(READ_BUFFER, hashing),
+        inner: hashing,
         state: &state,
     };
     let mut archive = tar::Archive::new(tracked);
@@ -146,20 +169,24 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> Result<LayerStats, Extra
     }
     if state.eof.get() {
         // No end-of-archive marker: either nothing at all, or a stream cut at an entry boundary.
-        let tracked = archive.into_inner();
-        let hashing = tracked.inner.into_inner();
+        let hashing = archive.into_inner().inner;
         if hashing.len == 0 {
             return Err(ExtractError::Empty);
         }
         return Err(applier.stream_error(io::ErrorKind::UnexpectedEof.into(), &state, false));
     }
-    let mut buffered = archive.into_inner().inner;
-    io::copy(&mut buffered, &mut io::sink()).map_err(ExtractError::Read)?;
-    let hashing = buffered.into_inner();
+    let mut hashing = archive.into_inner().inner;
+    io::copy(&mut hashing, &mut io::sink()).map_err(ExtractError::Read)?;
     applier.finish()?;
+    let tar_bytes = hashing.len;
+    let diff_id = match (diff_id, hashing.digest()) {
+        (Some(given), _) => given,
+        (None, Some(digest)) => DiffId(digest),
+        (None, None) => unreachable!("a hashing reader always has a digest"),
+    };
     Ok(LayerStats {
-        diff_id: DiffId(Digest::from_bytes(hashing.hasher.finalize().into())),
-        tar_bytes: hashing.len,
+        diff_id,
+        tar_bytes,
         size: applier.size,
         files: applier.files,
     })
@@ -209,32 +236,164 @@ impl<R: Read> Read for Tracked<'_, R> {
     }
 }
 
-/// Hashes and counts every byte read through it.
+/// Bytes read from below at a time by a [`HashingReader`], and so the size of the chunks its
+/// hashing thread works on.
+const HASH_CHUNK: usize = 1 << 20;
+/// Chunks queued for the hashing thread before the reader waits for it.
+const HASH_QUEUE: usize = 4;
+
+/// Hashes (sha256) and counts every byte read through it, buffering like a `BufReader`.
+///
+/// sha256 runs at 1–2 GB/s even with SHA-NI, a large share of the CPU an import needs, and
+/// it is not on the critical path: chunks read from below are shared (`Arc`) with a helper
+/// thread that hashes them in order, while this thread goes on parsing and writing files. The
+/// queue is bounded, so a slow hasher holds the reader back rather than using memory. If the
+/// thread cannot be started, hashing happens inline.
 pub(crate) struct HashingReader<R> {
     inner: R,
-    pub(crate) hasher: Sha256,
+    /// The chunk reads are served from: `chunk[pos..filled]` is unread.
+    chunk: Arc<Vec<u8>>,
+    pos: usize,
+    filled: usize,
+    /// Chunks this reader is done with, reused once the hashing thread is done with them too.
+    spare: Vec<Arc<Vec<u8>>>,
+    hasher: Hasher,
+    /// Bytes read from below.
     pub(crate) len: u64,
+}
+
+enum Hasher {
+    /// Counting only: reads go straight through.
+    Off,
+    /// Not started yet: the thread starts with the first chunk, so empty streams cost none.
+    Pending,
+    Inline(Sha256),
+    Thread {
+        chunks: SyncSender<(Arc<Vec<u8>>, usize)>,
+        done: JoinHandle<Sha256>,
+    },
 }
 
 impl<R> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
+        Self::with(inner, Hasher::Pending)
+    }
+
+    /// Counts without hashing; [`Self::digest`] then returns `None`.
+    pub(crate) fn counting(inner: R) -> Self {
+        Self::with(inner, Hasher::Off)
+    }
+
+    fn with(inner: R, hasher: Hasher) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
+            chunk: Arc::new(Vec::new()),
+            pos: 0,
+            filled: 0,
+            spare: Vec::new(),
+            hasher,
             len: 0,
         }
     }
 
-    pub(crate) fn digest(self) -> Digest {
-        Digest::from_bytes(self.hasher.finalize().into())
+    /// The sha256 of every byte read so far, or `None` for a counting reader.
+    pub(crate) fn digest(self) -> Option<Digest> {
+        let hasher = match self.hasher {
+            Hasher::Off => return None,
+            Hasher::Pending => Sha256::new(),
+            Hasher::Inline(h) => h,
+            Hasher::Thread { chunks, done } => {
+                drop(chunks);
+                done.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }
+        };
+        Some(Digest::from_bytes(hasher.finalize().into()))
+    }
+
+    /// A chunk nobody else holds, to read into.
+    fn free_chunk(&mut self) -> Arc<Vec<u8>> {
+        if let Some(i) = self.spare.iter().position(|c| Arc::strong_count(c) == 1) {
+            return self.spare.swap_remove(i);
+        }
+        Arc::new(vec![0; HASH_CHUNK])
+    }
+
+    fn hash(&mut self, chunk: &Arc<Vec<u8>>, n: usize) -> io::Result<()> {
+        if matches!(self.hasher, Hasher::Pending) {
+            self.hasher = spawn_hasher();
+        }
+        match &mut self.hasher {
+            Hasher::Off | Hasher::Pending => Ok(()),
+            Hasher::Inline(h) => {
+                h.update(&chunk[..n]);
+                Ok(())
+            }
+            Hasher::Thread { chunks, .. } => chunks
+                .send((Arc::clone(chunk), n))
+                .map_err(|_| io::Error::other("the hashing thread stopped")),
+        }
+    }
+}
+
+fn spawn_hasher() -> Hasher {
+    let (chunks, queue) = mpsc::sync_channel::<(Arc<Vec<u8>>, usize)>(HASH_QUEUE);
+    let started = std::thread::Builder::new()
+        .name("strata-sha256".to_owned())
+        .spawn(move || {
+            let mut hasher = Sha256::new();
+            for (chunk, n) in queue {
+                hasher.update(&chunk[..n]);
+            }
+            hasher
+        });
+    match started {
+        Ok(done) => Hasher::Thread { chunks, done },
+        Err(e) => {
+            tracing::debug!(error = %e, "hashing inline: cannot start a hashing thread");
+            Hasher::Inline(Sha256::new())
+        }
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
+        if matches!(self.hasher, Hasher::Off) {
+            let n = self.inner.read(buf)?;
+            self.len += n as u64;
+            return Ok(n);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos == self.filled {
+            let mut next = self.free_chunk();
+            let Some(space) = Arc::get_mut(&mut next) else {
+                unreachable!("a free chunk has no other holder");
+            };
+            let n = match self.inner.read(space) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.spare.push(next);
+                    return Err(e);
+                }
+            };
+            if n == 0 {
+                self.spare.push(next);
+                return Ok(0);
+            }
+            self.hash(&next, n)?;
+            self.len += n as u64;
+            let done = std::mem::replace(&mut self.chunk, next);
+            if self.spare.len() < HASH_QUEUE + 2 && !done.is_empty() {
+                self.spare.push(done);
+            }
+            self.pos = 0;
+            self.filled = n;
+        }
+        let n = buf.len().min(self.filled - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }

@@ -684,3 +684,53 @@ fn extract_throughput() {
         stats.diff_id
     );
 }
+
+/// The hashing thread must see every byte once and in order, however the reader is called:
+/// a chunk reused too early or skipped would give a wrong DiffID for large layers only.
+#[test]
+fn hashing_reader_digest_matches_across_chunks_and_read_sizes() {
+    use std::io::Read as _;
+
+    use super::extract::HashingReader;
+    use crate::ids::Digest;
+
+    // A reader that returns odd-sized pieces, so chunks end at arbitrary offsets.
+    struct Ragged<'a>(&'a [u8], usize);
+    impl std::io::Read for Ragged<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = (self.1 * 7 + 13) % 300_000 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let data: Vec<u8> = (0..9_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    for read_size in [1, 512, 4096, 1 << 20, 3 << 20] {
+        let mut reader = HashingReader::new(Ragged(&data, 0));
+        let mut out = Vec::new();
+        let mut buf = vec![0; read_size];
+        loop {
+            let n = reader.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if read_size == 1 && out.len() > 100_000 {
+                reader.read_to_end(&mut out).expect("read");
+            }
+        }
+        assert_eq!(out, data, "read size {read_size}");
+        assert_eq!(reader.len, data.len() as u64);
+        assert_eq!(
+            reader.digest(),
+            Some(Digest::of(&data)),
+            "read size {read_size}"
+        );
+    }
+    let mut counting = HashingReader::counting(&data[..]);
+    std::io::copy(&mut counting, &mut std::io::sink()).expect("copy");
+    assert_eq!(counting.len, data.len() as u64);
+    assert_eq!(counting.digest(), None);
+    assert_eq!(HashingReader::new(&b""[..]).digest(), Some(Digest::of(b"")));
+}

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::extract::{HashingReader, StreamState, Tracked, extract_layer, normalise};
+use super::extract::{
+    HashingReader, StreamState, Tracked, extract_layer, extract_layer_unhashed, normalise,
+};
 use super::{ExtractError, LayerStats};
 use crate::ids::{DiffId, Digest, IdError, ImageId, ImageRef};
 
@@ -477,7 +479,13 @@ fn read_blob(
         })?),
         None => None,
     };
-    let mut raw = HashingReader::new(entry);
+    // Only `blobs/sha256/<hex>` names promise a digest; a legacy `<id>/layer.tar` is checked by
+    // its DiffID alone, so its bytes are not hashed twice.
+    let mut raw = if expected.is_some() {
+        HashingReader::new(entry)
+    } else {
+        HashingReader::counting(entry)
+    };
     head.clear();
     (&mut raw)
         .take(512)
@@ -508,7 +516,9 @@ fn read_blob(
             Blob::Other
         }
         Sniffed::Tar | Sniffed::Gzip | Sniffed::Zstd => {
-            let layer = read_layer(&mut raw, head, kind, name, staging, known, guard, state)?;
+            let layer = read_layer(
+                &mut raw, head, kind, name, expected, staging, known, guard, state,
+            )?;
             // Whatever follows the compressed stream is part of the blob and of its digest.
             io::copy(&mut raw, &mut io::sink()).map_err(|e| read_error(e, name, state))?;
             Blob::Layer(layer)
@@ -519,8 +529,9 @@ fn read_blob(
             entry: name.to_owned(),
         });
     }
-    if let Some(expected) = expected {
-        let actual = raw.digest();
+    if let Some(expected) = expected
+        && let Some(actual) = raw.digest()
+    {
         if actual != expected {
             if let Blob::Layer(LayerBlob { dir: Some(dir), .. }) = &blob {
                 remove_dir(dir);
@@ -554,6 +565,7 @@ fn read_layer(
     head: &[u8],
     kind: Sniffed,
     name: &str,
+    blob_digest: Option<Digest>,
     staging: &Path,
     known: &dyn Fn(&BlobKey) -> Option<DiffId>,
     guard: &mut StagingGuard,
@@ -583,7 +595,11 @@ fn read_layer(
                 }
             }
         })?;
-        let actual = DiffId(hashing.digest());
+        let actual = DiffId(
+            hashing
+                .digest()
+                .unwrap_or_else(|| unreachable!("hashing reader")),
+        );
         if actual != expected {
             return Err(ArchiveError::KnownLayerMismatch {
                 entry: name.to_owned(),
@@ -599,7 +615,13 @@ fn read_layer(
     }
     let dir = new_staging_dir(staging)?;
     guard.dirs.push(dir.clone());
-    match extract_layer(decompressed, &dir) {
+    // An uncompressed blob is its own DiffID: `read_blob` hashes it to check its name, and
+    // discards this directory if the check fails.
+    let extracted = match (kind, blob_digest) {
+        (Sniffed::Tar, Some(digest)) => extract_layer_unhashed(decompressed, &dir, DiffId(digest)),
+        _ => extract_layer(decompressed, &dir),
+    };
+    match extracted {
         Ok(stats) => Ok(LayerBlob {
             diff_id: stats.diff_id,
             dir: Some(dir),

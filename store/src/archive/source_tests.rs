@@ -288,6 +288,9 @@ fn oci_layouts_with_uncompressed_gzip_and_zstd_layers() {
         assert_eq!(got.images.len(), 1);
         assert_eq!(got.images[0].repo_tags[0].to_string(), "alpine:3.20");
         assert_eq!(got.layers[0].diff_id, diff(&l1));
+        let stats = got.layers[0].stats.as_ref().expect("stats");
+        assert_eq!(stats.diff_id, diff(&l1), "{media}");
+        assert_eq!(stats.tar_bytes, l1.len() as u64, "{media}");
         let top = got.layers[1].dir.as_ref().expect("staged");
         let wh = std::fs::symlink_metadata(top.join("x/y")).expect("whiteout");
         assert!(std::os::unix::fs::FileTypeExt::is_char_device(
