@@ -150,6 +150,9 @@ fn test(args: &[String]) -> Result<ExitCode> {
     ensure_packages(TEST_PREREQUISITES)?;
     // overlayfs may be a module; loading it is harmless when built in.
     let _ = Command::new("modprobe").arg("overlay").status();
+    // The daemon embeds the eBPF probe when its object exists: build it first, so the tests
+    // run the daemon users get.
+    probe::build_probe().context("building the eBPF probe")?;
     let status = cargo()
         .args(["test", "--workspace"])
         .args(args)
@@ -195,6 +198,8 @@ fn ensure_packages(prerequisites: &[(&str, &str)]) -> Result<()> {
 }
 
 fn run(args: &[String]) -> Result<ExitCode> {
+    // Embed the eBPF probe; on a host that cannot run it, stratad says why and carries on.
+    probe::build_probe().context("building the eBPF probe")?;
     let stratad = bench::build_release_binaries()?.0;
     let status = Command::new(&stratad)
         .args(args)

@@ -73,7 +73,7 @@ pub(crate) struct Options {
 impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
-            timeout: Duration::from_secs(180),
+            timeout: Duration::from_mins(3),
             storage_only: false,
             binaries: None,
         };
@@ -352,7 +352,11 @@ impl Kernel {
                     .args(["download", &package])
                     .current_dir(&staging),
             )?;
-            let deb = only_entry(&staging, |name| name.ends_with(".deb"))?;
+            let deb = only_entry(&staging, |name| {
+                Path::new(name)
+                    .extension()
+                    .is_some_and(|extension| extension == "deb")
+            })?;
             run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&staging))?;
             fs::remove_file(&deb)?;
             if dir.exists() {
@@ -462,10 +466,8 @@ fn only_entry(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<PathBuf> {
 fn copyup_image() -> Vec<u8> {
     let mut image = busybox_image(IMAGE_TAG);
     let mut layer = LayerBuilder::new();
-    for applet in ["chmod"] {
-        layer.symlink(&format!("bin/{applet}"), "busybox");
-    }
     layer
+        .symlink("bin/chmod", "busybox")
         .dir("srv", 0o755)
         .dir("srv/c1", 0o755)
         .dir("srv/c2", 0o755)
@@ -601,7 +603,7 @@ impl Newc {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }
@@ -985,32 +987,70 @@ impl CopyUps {
     }
 }
 
-/// The metrics phase: exact copy-up figures per container and kind.
+/// A scraped `/metrics`, queried by name and labels.
+#[derive(Debug, Clone, Copy)]
+struct Scrape<'a>(&'a [Sample]);
+
+impl Scrape<'_> {
+    /// Sum of `name`'s series for `container` (and `kind`, if given); 0 when there are none.
+    fn sum(self, name: &str, container: &str, kind: Option<&str>) -> f64 {
+        fn label<'s>(sample: &'s Sample, key: &str) -> Option<&'s str> {
+            sample.labels.get(key).map(String::as_str)
+        }
+        self.0
+            .iter()
+            .filter(|s| s.name == name && label(s, "container_id") == Some(container))
+            .filter(|s| kind.is_none_or(|k| label(s, "kind") == Some(k)))
+            // Not `sum()`: an empty f64 sum is -0, which reads oddly in a failure message.
+            .fold(0.0, |total, s| total + s.value)
+    }
+
+    /// Sum of all of `name`'s series.
+    fn total(self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|s| s.name == name)
+            .fold(0.0, |total, s| total + s.value)
+    }
+}
+
+/// Expected copy-ups per `container_id`: (display name, label value, figures).
 ///
 /// Bytes are the copied-up inode's `i_size` when the copy-up starts (regular files; 0 for
-/// directories). Parent directories come up once per container: `/srv` and `/srv/cN`.
+/// directories). Parent directories come up once per container: `/srv` and `/srv/cN`; the
+/// foreign mount's `dir`.
+fn expected_copyups(ids: &ContainerIds) -> Vec<(String, String, CopyUps)> {
+    let id = |name: &str| ids.get(name).cloned().unwrap_or_default();
+    let foreign = LowerFile {
+        path: "dir/file",
+        size: FOREIGN_FILE_SIZE,
+        mode: 0o644,
+    };
+    vec![
+        ("c1".into(), id("c1"), CopyUps::of(&C1_FILES, 2)),
+        ("c2".into(), id("c2"), CopyUps::of(&[C2_FILE], 2)),
+        ("c3".into(), id("c3"), CopyUps::default()),
+        (
+            UNMANAGED.into(),
+            UNMANAGED.into(),
+            CopyUps::of(&[foreign], 1),
+        ),
+    ]
+}
+
+/// The metrics phase: exact copy-up figures per container and kind, nothing elsewhere.
+#[expect(
+    clippy::float_cmp,
+    clippy::cast_precision_loss,
+    reason = "counter values are small integers, exact in f64"
+)]
 fn check_metrics(
     samples: &[Sample],
     ids: &ContainerIds,
     failures: &mut Vec<String>,
     figures: &mut String,
 ) {
-    let sum = |name: &str, container: &str, kind: Option<&str>| -> f64 {
-        samples
-            .iter()
-            .filter(|s| s.name == name)
-            .filter(|s| s.labels.get("container_id").map(String::as_str) == Some(container))
-            .filter(|s| kind.is_none_or(|k| s.labels.get("kind").map(String::as_str) == Some(k)))
-            // Not `sum()`: an empty f64 sum is -0, which reads oddly in a failure message.
-            .fold(0.0, |total, s| total + s.value)
-    };
-    let total = |name: &str| -> f64 {
-        samples
-            .iter()
-            .filter(|s| s.name == name)
-            .fold(0.0, |total, s| total + s.value)
-    };
-
+    let scrape = Scrape(samples);
     match samples.iter().find(|s| s.name == "strata_probe_up") {
         Some(s) if s.value == 1.0 => {}
         other => failures.push(format!(
@@ -1020,92 +1060,35 @@ fn check_metrics(
         )),
     }
 
-    let id = |name: &str| ids.get(name).cloned().unwrap_or_default();
-    let expectations: Vec<(String, String, CopyUps)> = vec![
-        ("c1".into(), id("c1"), CopyUps::of(&C1_FILES, 2)),
-        ("c2".into(), id("c2"), CopyUps::of(&[C2_FILE], 2)),
-        ("c3".into(), id("c3"), CopyUps::default()),
-        (
-            UNMANAGED.into(),
-            UNMANAGED.into(),
-            CopyUps::of(
-                &[LowerFile {
-                    path: "dir/file",
-                    size: FOREIGN_FILE_SIZE,
-                    mode: 0o644,
-                }],
-                1,
-            ),
-        ),
-    ];
-
+    let expectations = expected_copyups(ids);
     writeln!(
         figures,
         "{:<10} {:<13} {:>5} {:>12} {:>5} {:>10} {:>7}",
         "CONTAINER", "ID", "FILES", "FILE BYTES", "DIRS", "HIST COUNT", "ERRORS"
     )
     .expect("writing to a String");
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "test figures are far below 2^52"
-    )]
     for (name, container, expected) in &expectations {
-        for kind in KINDS {
-            let count = sum("strata_copyup_total", container, Some(kind));
-            let bytes = sum("strata_copyup_bytes_total", container, Some(kind));
-            let histogram = sum(
-                "strata_copyup_duration_seconds_count",
-                container,
-                Some(kind),
-            );
-            let (want_count, want_bytes) = (expected.count(kind), expected.bytes(kind));
-            if count != want_count as f64 {
-                failures.push(format!(
-                    "{name}: strata_copyup_total{{kind=\"{kind}\"}} = {count}, expected {want_count}"
-                ));
-            }
-            if bytes != want_bytes as f64 {
-                failures.push(format!(
-                    "{name}: strata_copyup_bytes_total{{kind=\"{kind}\"}} = {bytes}, expected \
-                     {want_bytes}"
-                ));
-            }
-            if histogram != count {
-                failures.push(format!(
-                    "{name}: strata_copyup_duration_seconds_count{{kind=\"{kind}\"}} = \
-                     {histogram}, but strata_copyup_total = {count}"
-                ));
-            }
-        }
-        let errors = sum("strata_copyup_errors_total", container, None);
-        if errors != 0.0 {
-            failures.push(format!("{name}: strata_copyup_errors_total = {errors}"));
-        }
+        check_container(scrape, name, container, expected, failures);
         writeln!(
             figures,
             "{:<10} {:<13} {:>5} {:>12} {:>5} {:>10} {:>7}",
             name,
             container.chars().take(12).collect::<String>(),
-            sum("strata_copyup_total", container, Some("file")),
-            sum("strata_copyup_bytes_total", container, Some("file")),
-            sum("strata_copyup_total", container, Some("dir")),
-            sum("strata_copyup_duration_seconds_count", container, None),
-            errors,
+            scrape.sum("strata_copyup_total", container, Some("file")),
+            scrape.sum("strata_copyup_bytes_total", container, Some("file")),
+            scrape.sum("strata_copyup_total", container, Some("dir")),
+            scrape.sum("strata_copyup_duration_seconds_count", container, None),
+            scrape.sum("strata_copyup_errors_total", container, None),
         )
         .expect("writing to a String");
     }
 
     // Nothing attributed elsewhere (a wrong or short id, a missing label).
-    let expected_total: u64 = expectations
+    let expected_total = expectations
         .iter()
         .map(|(_, _, e)| KINDS.iter().map(|k| e.count(k)).sum::<u64>())
-        .sum();
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "test figures are far below 2^52"
-    )]
-    let expected_total = expected_total as f64;
-    let seen_total = total("strata_copyup_total");
+        .sum::<u64>() as f64;
+    let seen_total = scrape.total("strata_copyup_total");
     if seen_total != expected_total {
         let seen_ids: BTreeSet<&str> = samples
             .iter()
@@ -1117,11 +1100,57 @@ fn check_metrics(
              container_id labels seen: {seen_ids:?}, containers: {ids:?}"
         ));
     }
-    let errors = total("strata_copyup_errors_total");
+    let errors = scrape.total("strata_copyup_errors_total");
     if errors != 0.0 {
         failures.push(format!(
             "strata_copyup_errors_total over all series = {errors}"
         ));
+    }
+}
+
+/// One container's copy-up counts, bytes and histogram counts by kind, and its errors.
+#[expect(
+    clippy::float_cmp,
+    clippy::cast_precision_loss,
+    reason = "counter values are small integers, exact in f64"
+)]
+fn check_container(
+    scrape: Scrape<'_>,
+    name: &str,
+    container: &str,
+    expected: &CopyUps,
+    failures: &mut Vec<String>,
+) {
+    for kind in KINDS {
+        let count = scrape.sum("strata_copyup_total", container, Some(kind));
+        let bytes = scrape.sum("strata_copyup_bytes_total", container, Some(kind));
+        let histogram = scrape.sum(
+            "strata_copyup_duration_seconds_count",
+            container,
+            Some(kind),
+        );
+        let (want_count, want_bytes) = (expected.count(kind), expected.bytes(kind));
+        if count != want_count as f64 {
+            failures.push(format!(
+                "{name}: strata_copyup_total{{kind=\"{kind}\"}} = {count}, expected {want_count}"
+            ));
+        }
+        if bytes != want_bytes as f64 {
+            failures.push(format!(
+                "{name}: strata_copyup_bytes_total{{kind=\"{kind}\"}} = {bytes}, expected \
+                 {want_bytes}"
+            ));
+        }
+        if histogram != count {
+            failures.push(format!(
+                "{name}: strata_copyup_duration_seconds_count{{kind=\"{kind}\"}} = {histogram}, \
+                 but strata_copyup_total = {count}"
+            ));
+        }
+    }
+    let errors = scrape.sum("strata_copyup_errors_total", container, None);
+    if errors != 0.0 {
+        failures.push(format!("{name}: strata_copyup_errors_total = {errors}"));
     }
 }
 

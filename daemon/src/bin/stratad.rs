@@ -124,7 +124,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr))?;
-    tracing::info!(addr = %config.metrics_addr, "serving /metrics");
+    let metrics_bound = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
+    tracing::info!(addr = %metrics_bound, "serving /metrics");
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
 
