@@ -125,6 +125,13 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// A request without a body; the answer's bytes as they came (for `--json`, which prints
+    /// the daemon's JSON without parsing it).
+    pub async fn bytes(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
+        let response = self.send(method, path, empty()).await?;
+        Ok(response.into_body().collect().await?.to_bytes())
+    }
+
     /// A request without a body whose answer is JSON, kept as a JSON value (for `--json`).
     pub async fn value(
         &self,

@@ -4,7 +4,7 @@
 //! evaluates without error and links a runbook section that exists; `promtool` checks and
 //! unit-tests the rules; the dashboards follow the conventions of `cargo xtask lint-dashboards`.
 //!
-//! Guards against a renamed metric or label, or a typo in PromQL, silently emptying a panel or
+//! Guards against a renamed metric or label, or a typo in a query, silently emptying a panel or
 //! disarming an alert: Grafana and Prometheus both accept a query for a series that does not
 //! exist and show nothing. One exception: panels reading the eBPF probe's copy-up families
 //! (their description says so, see `lint_dashboards::PROBE_MARKER`) are empty on hosts where
@@ -141,10 +141,36 @@ fn every_panel_query_and_alert_works_against_a_real_prometheus() {
             "strata_volume_bytes > 0",
             "min(count_over_time(strata_container_rw_bytes[1m])) >= 3",
         ],
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     );
     let probe_up = prometheus.query("strata_probe_up")["data"]["result"][0]["value"][1] == "1";
 
+    let (mut failures, probe_only) = check_panels(&prometheus, &instance, probe_up);
+    failures.extend(check_alerts(&prometheus));
+    if !probe_only.is_empty() {
+        eprintln!(
+            "strata_probe_up is 0 here: {} probe panel queries parsed but have no data \
+             (vm-test covers them):\n  {}",
+            probe_only.len(),
+            probe_only.join("\n  ")
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}\n--- prometheus log ---\n{}",
+        failures.len(),
+        failures.join("\n"),
+        prometheus.log_tail()
+    );
+}
+
+/// Every template variable and panel query of both dashboards, with `container` all and "w":
+/// the failures, and the probe panels' queries left empty because the probe is down.
+fn check_panels(
+    prometheus: &Prometheus,
+    instance: &str,
+    probe_up: bool,
+) -> (Vec<String>, Vec<String>) {
     let mut failures = Vec::new();
     let mut probe_only = Vec::new();
     let dashboards = lint_dashboards::load_dir(&repository().join("dashboards/grafana")).unwrap();
@@ -155,8 +181,8 @@ fn every_panel_query_and_alert_works_against_a_real_prometheus() {
     );
     for dashboard in &dashboards {
         for (name, query) in lint_dashboards::variable_queries(&dashboard.json) {
-            let values = prometheus.label_values(&substitute(&query, &instance, ".*"));
-            let expected = if name == "container" { "w" } else { &instance };
+            let values = prometheus.label_values(&substitute(&query, instance, ".*"));
+            let expected = if name == "container" { "w" } else { instance };
             if !values.iter().any(|v| v == expected) {
                 failures.push(format!(
                     "variable {name} ({query}): {values:?} lacks {expected}"
@@ -170,7 +196,7 @@ fn every_panel_query_and_alert_works_against_a_real_prometheus() {
                 &[".*"]
             };
             for container in containers {
-                let expr = substitute(&query.expr, &instance, container);
+                let expr = substitute(&query.expr, instance, container);
                 let response = prometheus.query(&expr);
                 let location = format!("{} with container={container}", query.location);
                 if response["status"] != "success" {
@@ -188,8 +214,13 @@ fn every_panel_query_and_alert_works_against_a_real_prometheus() {
             }
         }
     }
+    (failures, probe_only)
+}
 
-    // The alert rules as Prometheus loaded them.
+/// The alert rules as Prometheus loaded them: all of [`ALERTS`], each expression parsing and
+/// evaluating without error, annotated, and linking a section of docs/metrics.md.
+fn check_alerts(prometheus: &Prometheus) -> Vec<String> {
+    let mut failures = Vec::new();
     let runbook = std::fs::read_to_string(repository().join("docs/metrics.md")).unwrap();
     let anchors = heading_anchors(&runbook);
     let rules = prometheus.get("/api/v1/rules");
@@ -229,22 +260,7 @@ fn every_panel_query_and_alert_works_against_a_real_prometheus() {
     }
     let expected: BTreeSet<String> = ALERTS.iter().map(|&a| a.to_owned()).collect();
     assert_eq!(alerts, expected, "the alerts Prometheus loaded");
-
-    if !probe_only.is_empty() {
-        eprintln!(
-            "strata_probe_up is 0 here: {} probe panel queries parsed but have no data \
-             (vm-test covers them):\n  {}",
-            probe_only.len(),
-            probe_only.join("\n  ")
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}\n--- prometheus log ---\n{}",
-        failures.len(),
-        failures.join("\n"),
-        prometheus.log_tail()
-    );
+    failures
 }
 
 /// A panel query as Grafana would send it, for the instance under test.
@@ -304,9 +320,10 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {rules:?}\n\
+                 rule_files:\n  - \"{}\"\n\
                  scrape_configs:\n  - job_name: strata\n    static_configs:\n      \
-                 - targets: [\"{target}\"]\n"
+                 - targets: [\"{target}\"]\n",
+                rules.display()
             ),
         )
         .unwrap();

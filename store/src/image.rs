@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::archive::{self, ArchiveImage, BlobKey, ImageConfig, ImportProgress, StagedLayer};
 use crate::driver::copy_tree;
 use crate::error::{Error, ImportError, is_hex_prefix, unique_by_prefix};
-use crate::ids::{CacheId, ChainId, DiffId, ImageId, ImageRef};
+use crate::ids::{CacheId, ChainId, DiffId, Digest, ImageId, ImageRef};
 use crate::meta::{ImageConfigRecord, ImageRecord, LayerRecord, Reads, WriteTxn};
 use crate::mounts::{self, MAX_LOWER_LAYERS};
 use crate::store::{Store, now};
@@ -580,6 +580,10 @@ pub(crate) fn resolve_image_in(r: &impl Reads, reference: &str) -> Result<ImageR
         return r.image(&id)?.ok_or_else(not_found);
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    // A full id is a direct lookup; only a prefix needs the scan.
+    if let Ok(digest) = Digest::from_hex(hex) {
+        return r.image(&ImageId(digest))?.ok_or_else(not_found);
+    }
     if !is_hex_prefix(hex) {
         return Err(not_found());
     }

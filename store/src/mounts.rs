@@ -201,8 +201,15 @@ fn mount_overlay_new_api(
         ctx.set("workdir", base.join(&u.work).as_os_str().as_bytes())
             .map_err(NewApiError::Failed)?;
     }
+    // Before 6.8 overlay accepts any key at fsconfig time and only fails the create with
+    // EINVAL; on the first mount that means "no `lowerdir+`", so fall back to mount(2).
     ctx.mount_at(target, upper.is_none())
-        .map_err(NewApiError::Failed)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) if OVERLAY_API.load(Ordering::Relaxed) == API_UNKNOWN => {
+                NewApiError::Unsupported(e)
+            }
+            _ => NewApiError::Failed(e),
+        })
 }
 
 /// Unmounts `target`. A busy mount is detached lazily, so the path is free at once and the

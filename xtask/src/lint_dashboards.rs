@@ -42,10 +42,10 @@ pub struct Dashboard {
     pub json: Value,
 }
 
-/// One panel target's PromQL.
+/// One panel target's query.
 #[derive(Debug)]
 pub struct PanelQuery {
-    /// `file: panel title (refId)`, for messages.
+    /// `file: panel "title" (refId)`, for messages.
     pub location: String,
     /// The panel's description carries [`PROBE_MARKER`].
     pub needs_probe: bool,
@@ -155,40 +155,73 @@ pub fn lint(dashboard: &Dashboard) -> Vec<String> {
     let name = file_name(&dashboard.file);
     let json = &dashboard.json;
     let mut out = Vec::new();
-    let mut violation = |what: String| out.push(format!("{name}: {what}"));
-
     for key in ["uid", "title"] {
         if text(json, key).is_empty() {
-            violation(format!("no {key}"));
+            out.push(format!("no {key}"));
         }
     }
     if !json["schemaVersion"].is_u64() {
-        violation("no schemaVersion".to_owned());
+        out.push("no schemaVersion".to_owned());
     }
+    out.extend(variable_violations(json));
+    let mut ids = HashSet::new();
+    for panel in panels(json) {
+        if !ids.insert(panel["id"].to_string()) {
+            out.push(format!("panel \"{}\": duplicate id", text(panel, "title")));
+        }
+        out.extend(panel_violations(panel));
+    }
+    let mut strings = Vec::new();
+    collect_strings(json, &mut strings);
+    for s in strings {
+        if let Some(host) = hard_coded_host(s) {
+            out.push(format!("hard-coded host `{host}` in \"{s}\""));
+        }
+    }
+    let mut out: Vec<String> = out.into_iter().map(|v| format!("{name}: {v}")).collect();
+    // Query violations name their file and panel already.
+    for query in queries(dashboard) {
+        let mut problems = expr_problems(&query.expr);
+        if query.expr.trim().is_empty() {
+            problems.push("empty query".to_owned());
+        }
+        if uses_probe(&query.expr) && !query.needs_probe {
+            problems.push(format!(
+                "reads strata_copyup_* but the panel's description lacks \"{PROBE_MARKER}\""
+            ));
+        }
+        out.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("{}: {p}", query.location)),
+        );
+    }
+    out
+}
 
+/// The template variables: `datasource`, `instance` and `container`, the query variables on
+/// `$datasource`.
+fn variable_violations(json: &Value) -> Vec<String> {
+    let mut out = Vec::new();
     let variables = array(&json["templating"], "list");
     for required in REQUIRED_VARIABLES {
         if !variables.iter().any(|v| v["name"] == required) {
-            violation(format!("no `{required}` variable"));
+            out.push(format!("no `{required}` variable"));
         }
     }
     for v in variables {
         let var = text(v, "name");
         match text(v, "type") {
-            "datasource" if var == "datasource" => {
-                if v["query"] != "prometheus" {
-                    violation("the `datasource` variable must list Prometheus datasources".into());
-                }
+            "datasource" if var == "datasource" && v["query"] != "prometheus" => {
+                out.push("the `datasource` variable must list Prometheus datasources".into());
             }
-            "query" => {
-                if !is_datasource_variable(&v["datasource"]) {
-                    violation(format!("variable `{var}` does not use $datasource"));
-                }
+            "query" if !is_datasource_variable(&v["datasource"]) => {
+                out.push(format!("variable `{var}` does not use $datasource"));
             }
             _ => {}
         }
         if var == "datasource" && text(v, "type") != "datasource" {
-            violation("the `datasource` variable must be of type datasource".into());
+            out.push("the `datasource` variable must be of type datasource".into());
         }
     }
     if let Some((_, query)) = variable_queries(json)
@@ -196,72 +229,48 @@ pub fn lint(dashboard: &Dashboard) -> Vec<String> {
         .find(|(n, _)| n == "container")
         && !(query.contains("strata_container_info") && query.contains("name"))
     {
-        violation(
+        out.push(
             "the `container` variable must list names: label_values(strata_container_info, name)"
                 .into(),
         );
     }
-
-    let mut ids = HashSet::new();
-    for panel in panels(json) {
-        let title = text(panel, "title");
-        let mut panel_violation = |what: &str| violation(format!("panel \"{title}\": {what}"));
-        if !ids.insert(panel["id"].to_string()) {
-            panel_violation("duplicate panel id");
-        }
-        if text(panel, "description").trim().is_empty() {
-            panel_violation("no description");
-        }
-        if text(&panel["fieldConfig"]["defaults"], "unit").is_empty() {
-            panel_violation("no unit (fieldConfig.defaults.unit)");
-        }
-        if !is_datasource_variable(&panel["datasource"]) {
-            panel_violation("datasource is not ${datasource}");
-        }
-        let targets = array(panel, "targets");
-        if targets.is_empty() {
-            panel_violation("no queries");
-        }
-        for target in targets {
-            if !target["datasource"].is_null() && !is_datasource_variable(&target["datasource"]) {
-                panel_violation(&format!(
-                    "query {}: datasource is not ${{datasource}}",
-                    text(target, "refId")
-                ));
-            }
-        }
-        let reads_probe = targets.iter().any(|t| uses_probe(text(t, "expr")));
-        let marked = text(panel, "description").contains(PROBE_MARKER);
-        if marked && !reads_probe {
-            panel_violation(&format!(
-                "says \"{PROBE_MARKER}\" but reads no strata_copyup_* family"
-            ));
-        }
-    }
-
-    for query in queries(dashboard) {
-        let mut query_violation = |what: &str| out.push(format!("{}: {what}", query.location));
-        if query.expr.trim().is_empty() {
-            query_violation("empty query");
-        }
-        for problem in expr_problems(&query.expr) {
-            query_violation(&problem);
-        }
-        if uses_probe(&query.expr) && !query.needs_probe {
-            query_violation(&format!(
-                "reads strata_copyup_* but the panel's description lacks \"{PROBE_MARKER}\""
-            ));
-        }
-    }
-
-    let mut strings = Vec::new();
-    collect_strings(json, &mut strings);
-    for s in strings {
-        if let Some(host) = hard_coded_host(s) {
-            out.push(format!("{name}: hard-coded host `{host}` in \"{s}\""));
-        }
-    }
     out
+}
+
+/// Description, unit, datasource and the probe marker of one panel.
+fn panel_violations(panel: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if text(panel, "description").trim().is_empty() {
+        out.push("no description".to_owned());
+    }
+    if text(&panel["fieldConfig"]["defaults"], "unit").is_empty() {
+        out.push("no unit (fieldConfig.defaults.unit)".to_owned());
+    }
+    if !is_datasource_variable(&panel["datasource"]) {
+        out.push("datasource is not ${datasource}".to_owned());
+    }
+    let targets = array(panel, "targets");
+    if targets.is_empty() {
+        out.push("no queries".to_owned());
+    }
+    for target in targets {
+        if !target["datasource"].is_null() && !is_datasource_variable(&target["datasource"]) {
+            out.push(format!(
+                "query {}: datasource is not ${{datasource}}",
+                text(target, "refId")
+            ));
+        }
+    }
+    let reads_probe = targets.iter().any(|t| uses_probe(text(t, "expr")));
+    if text(panel, "description").contains(PROBE_MARKER) && !reads_probe {
+        out.push(format!(
+            "says \"{PROBE_MARKER}\" but reads no strata_copyup_* family"
+        ));
+    }
+    let title = text(panel, "title");
+    out.into_iter()
+        .map(|v| format!("panel \"{title}\": {v}"))
+        .collect()
 }
 
 /// Fixed rate windows and literal `instance` matchers in one expression.

@@ -4,13 +4,12 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::response::Response;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use strata_store::archive::ImportProgress;
 use strata_store::ids::ImageRef;
 use strata_store::{ImageDetails, ImageSummary, ImportedImage, RemovedImage};
 use tokio::sync::mpsc;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{ApiError, AppState, RefQuery, blocking};
 
@@ -43,11 +42,10 @@ const PROGRESS_EVERY: u64 = 8 << 20;
 /// `POST /v1/images/import`: the request body is the archive, streamed into the store as it
 /// arrives; the response streams progress and ends with the result or the error.
 pub(super) async fn import(State(state): State<AppState>, body: Body) -> Response {
-    let reader = StreamReader::new(body.into_data_stream().map_err(io::Error::other));
+    let reader = BodyReader::spawn(body);
     let (tx, rx) = mpsc::channel::<ImportEvent>(64);
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
-        let reader = SyncIoBridge::new(reader);
         let mut last = (0u64, 0usize);
         let mut on_progress = |p: &ImportProgress| {
             if p.archive_bytes >= last.0 + PROGRESS_EVERY || p.layers_done != last.1 {
@@ -87,6 +85,59 @@ pub(super) async fn import(State(state): State<AppState>, body: Body) -> Respons
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+/// Body chunks read ahead of the import: hyper's reads are up to a few hundred KiB, so this
+/// bounds the read-ahead to some MiB.
+const BODY_QUEUE: usize = 32;
+
+/// A blocking `Read` over a request body that a task reads ahead into a bounded queue.
+///
+/// hyper reads the body from the socket only when it is polled for it; read through a
+/// `SyncIoBridge`, that only happens while the import thread waits in `read`, so the client's
+/// transfer stopped whenever the thread was writing files. Reading ahead overlaps the
+/// transfer with the extraction.
+struct BodyReader {
+    chunks: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl BodyReader {
+    fn spawn(body: Body) -> Self {
+        let (tx, chunks) = mpsc::channel(BODY_QUEUE);
+        tokio::spawn(async move {
+            let mut data = body.into_data_stream();
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(io::Error::other);
+                let failed = chunk.is_err();
+                // A send fails once the import stopped reading (it failed or finished).
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Self {
+            chunks,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 pub(super) async fn list(

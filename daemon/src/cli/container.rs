@@ -172,10 +172,15 @@ pub(super) async fn container(
             size,
             quiet,
         } => {
-            let v = client.value(Method::GET, "/v1/containers").await?;
             if json {
-                return print_json(&v);
+                // Thousands of containers: pass the daemon's JSON through unparsed.
+                let body = client.bytes(Method::GET, "/v1/containers").await?;
+                let mut out = std::io::stdout().lock();
+                std::io::Write::write_all(&mut out, &body)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+                return Ok(());
             }
+            let v = client.value(Method::GET, "/v1/containers").await?;
             let list = v.as_array().cloned().unwrap_or_default();
             if quiet {
                 for c in &list {

@@ -433,16 +433,13 @@ fn print_image_details(v: &Value) {
 }
 
 async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow::Result<()> {
-    let (reader, total): (
-        Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>,
-        Option<u64>,
-    ) = if file == "-" {
-        (Box::new(tokio::io::stdin()), None)
+    /// Bytes read from the archive at a time.
+    const CHUNK: u64 = 1 << 20;
+    let (reader, total): (Box<dyn std::io::Read + Send>, Option<u64>) = if file == "-" {
+        (Box::new(std::io::stdin()), None)
     } else {
-        let f = tokio::fs::File::open(file)
-            .await
-            .with_context(|| format!("opening {file}"))?;
-        let len = f.metadata().await.ok().map(|m| m.len());
+        let f = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
+        let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     };
     let bar = if quiet || json || !std::io::stderr().is_terminal() {
@@ -463,14 +460,39 @@ async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow:
         bar
     };
     let progress = bar.clone();
-    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(
-        move |c: std::io::Result<Bytes>| {
-            if let Ok(b) = &c {
-                progress.inc(b.len() as u64);
+    // A thread of its own reads the archive a few chunks ahead of the socket writes, so reading
+    // and sending overlap (through `tokio::fs` each chunk waited for the previous send).
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        loop {
+            let mut chunk = Vec::with_capacity(1 << 20);
+            let read = std::io::Read::read_to_end(
+                &mut std::io::Read::take(&mut reader, CHUNK),
+                &mut chunk,
+            );
+            let sent = match read {
+                Ok(0) => break,
+                Ok(_) => tx.blocking_send(Ok(Bytes::from(chunk))),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            };
+            if sent.is_err() {
+                break; // The request ended (the daemon answered or the connection broke).
             }
-            c
-        },
-    );
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    })
+    .map(move |c: std::io::Result<Bytes>| {
+        if let Ok(b) = &c {
+            progress.inc(b.len() as u64);
+        }
+        c
+    });
     let response = client
         .send(Method::POST, "/v1/images/import", streaming(chunks))
         .await?;

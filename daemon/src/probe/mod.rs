@@ -300,7 +300,10 @@ impl CopyUpProbe {
                 kind: u32::try_from(kind).expect("four kinds"),
             };
             match stats.remove(&key) {
+                // A kind this overlay never copied up has no entry (ENOENT from the delete).
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(ProbeError::Read(e)),
             }
         }

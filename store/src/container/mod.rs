@@ -7,6 +7,7 @@ mod exec;
 mod mount;
 mod remove;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -73,13 +74,23 @@ impl Store {
         c: ContainerRecord,
     ) -> Result<ContainerSummary, Error> {
         let image = r.image(&c.image)?;
-        let image_size = image.as_ref().map_or(0, |i| i.size);
+        let size = image.as_ref().map_or(0, |i| i.size);
+        let name = image.and_then(|i| i.tags.first().map(ToString::to_string));
+        Ok(self.summary_with_image(c, size, name))
+    }
+
+    fn summary_with_image(
+        &self,
+        c: ContainerRecord,
+        image_size: u64,
+        image_name: Option<String>,
+    ) -> ContainerSummary {
         let rw = c.rw_size.map(|(bytes, _)| bytes);
-        Ok(ContainerSummary {
+        ContainerSummary {
             id: c.id,
             name: c.name,
             image: c.image,
-            image_name: image.and_then(|i| i.tags.first().map(ToString::to_string)),
+            image_name,
             created: c.created,
             mounted: c.mounted > 0,
             mount_path: (c.mounted > 0).then(|| self.driver.merged_dir(c.id)),
@@ -88,17 +99,26 @@ impl Store {
             rw_size: rw,
             rw_measured: c.rw_size.map(|(_, at)| at),
             virtual_size: image_size + rw.unwrap_or(0),
-        })
+        }
     }
 
     /// `container ls`: from records only (sizes as last measured).
     pub fn list_containers(&self) -> Result<Vec<ContainerSummary>, Error> {
         let r = self.db.read()?;
-        let mut out = r
+        // One image lookup per image, not per container.
+        let images: HashMap<ImageId, (u64, Option<String>)> = r
+            .images()?
+            .into_iter()
+            .map(|i| (i.id, (i.size, i.tags.first().map(ToString::to_string))))
+            .collect();
+        let mut out: Vec<ContainerSummary> = r
             .containers()?
             .into_iter()
-            .map(|c| self.container_summary(&r, c))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|c| {
+                let (size, name) = images.get(&c.image).cloned().unwrap_or_default();
+                self.summary_with_image(c, size, name)
+            })
+            .collect();
         out.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
         Ok(out)
     }
@@ -161,6 +181,10 @@ pub(crate) fn resolve_container(r: &impl Reads, reference: &str) -> Result<Conta
     }
     if !is_hex_prefix(reference) {
         return Err(not_found());
+    }
+    // A full id is a direct lookup; only a prefix needs the scan.
+    if let Ok(id) = reference.parse::<CacheId>() {
+        return r.container(&id)?.ok_or_else(not_found);
     }
     unique_by_prefix(r.containers()?, |c| c.id.hex(), reference, "container")
 }
