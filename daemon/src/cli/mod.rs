@@ -435,7 +435,7 @@ fn print_image_details(v: &Value) {
 async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow::Result<()> {
     /// Bytes read from the archive at a time.
     const CHUNK: u64 = 1 << 20;
-    let (reader, total): (Box<dyn std::io::Read + Send>, Option<u64>) = if file == "-" {
+    let (mut reader, total): (Box<dyn std::io::Read + Send>, Option<u64>) = if file == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
@@ -464,23 +464,17 @@ async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow:
     // and sending overlap (through `tokio::fs` each chunk waited for the previous send).
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     std::thread::spawn(move || {
-        let mut reader = reader;
+        use std::io::Read as _;
         loop {
             let mut chunk = Vec::with_capacity(1 << 20);
-            let read = std::io::Read::read_to_end(
-                &mut std::io::Read::take(&mut reader, CHUNK),
-                &mut chunk,
-            );
-            let sent = match read {
+            let item = match (&mut reader).take(CHUNK).read_to_end(&mut chunk) {
                 Ok(0) => break,
-                Ok(_) => tx.blocking_send(Ok(Bytes::from(chunk))),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
+                read => read.map(|_| Bytes::from(chunk)),
             };
-            if sent.is_err() {
-                break; // The request ended (the daemon answered or the connection broke).
+            let failed = item.is_err();
+            // A send fails once the request ended (answered early, or the connection broke).
+            if tx.blocking_send(item).is_err() || failed {
+                break;
             }
         }
     });

@@ -686,7 +686,7 @@ fn extract_throughput() {
 }
 
 /// The hashing thread must see every byte once and in order, however the reader is called:
-/// a chunk reused too early or skipped would give a wrong DiffID for large layers only.
+/// a chunk reused too early or skipped would give a wrong `DiffID` for large layers only.
 #[test]
 fn hashing_reader_digest_matches_across_chunks_and_read_sizes() {
     use std::io::Read as _;

@@ -531,17 +531,16 @@ fn read_blob(
     }
     if let Some(expected) = expected
         && let Some(actual) = raw.digest()
+        && actual != expected
     {
-        if actual != expected {
-            if let Blob::Layer(LayerBlob { dir: Some(dir), .. }) = &blob {
-                remove_dir(dir);
-                guard.dirs.retain(|d| d != dir);
-            }
-            return Err(ArchiveError::BlobDigestMismatch {
-                blob: name.to_owned(),
-                actual,
-            });
+        if let Blob::Layer(LayerBlob { dir: Some(dir), .. }) = &blob {
+            remove_dir(dir);
+            guard.dirs.retain(|d| d != dir);
         }
+        return Err(ArchiveError::BlobDigestMismatch {
+            blob: name.to_owned(),
+            actual,
+        });
     }
     Ok(blob)
 }
