@@ -128,6 +128,9 @@ fn gauge_family<'a>(
     Ok(())
 }
 
+/// Reads one figure out of a scan.
+type ScanValue = fn(&LayerScan) -> u64;
+
 /// Reads one kind's value out of copy-up totals.
 type KindValue = fn(&CopyUpTotals, usize) -> u64;
 
@@ -166,7 +169,7 @@ impl StoreCollector {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let scanned = |f: fn(&LayerScan) -> u64| {
+        let scanned = |f: ScanValue| {
             containers
                 .iter()
                 .filter_map(|c| {
@@ -176,7 +179,7 @@ impl StoreCollector {
                 })
                 .collect::<Vec<_>>()
         };
-        let families: [(&str, &str, fn(&LayerScan) -> u64); 3] = [
+        let families: [(&str, &str, ScanValue); 3] = [
             (
                 "strata_container_rw_bytes",
                 "Bytes in each container's writable layer",

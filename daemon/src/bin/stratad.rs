@@ -37,7 +37,7 @@ struct Args {
     /// Seconds between scans of containers' writable layers [default: 30]
     #[arg(long)]
     scan_interval: Option<u64>,
-    /// TOML config file with the same keys (root, socket, driver, log, metrics_addr, scan_interval)
+    /// TOML config file with the same keys (root, socket, driver, log, `metrics_addr`, `scan_interval`)
     #[arg(long)]
     config: Option<PathBuf>,
 }
