@@ -17,22 +17,16 @@ const STRATAD: &str = env!("CARGO_BIN_EXE_stratad");
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const IMAGE: &str = "busybox/cli:latest";
 
-fn daemon_with_image() -> (Stratad, tempfile::TempDir) {
+fn daemon_with_image() -> Stratad {
     require_root("stratad mounts overlayfs");
     let d = Stratad::start(STRATAD);
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("busybox.tar");
-    std::fs::write(&archive, busybox_image(IMAGE).docker_save_legacy()).unwrap();
-    d.strata_ok(
-        STRATA,
-        &["image", "import", "-q", archive.to_str().unwrap()],
-    );
-    (d, dir)
+    d.import(STRATA, &busybox_image(IMAGE));
+    d
 }
 
 #[test]
 fn exec_passes_stdin_stdout_and_the_exit_code() {
-    let (d, _dir) = daemon_with_image();
+    let d = daemon_with_image();
     d.strata_ok(
         STRATA,
         &[
@@ -102,7 +96,7 @@ fn exec_passes_stdin_stdout_and_the_exit_code() {
 
 #[test]
 fn bad_mount_specs_fail_with_one_line_and_create_nothing() {
-    let (d, _dir) = daemon_with_image();
+    let d = daemon_with_image();
     for (flag, spec, needle) in [
         ("-v", "data:relative", "relative"),
         ("-v", "a:b:c:d", "colons"),
@@ -130,7 +124,7 @@ fn bad_mount_specs_fail_with_one_line_and_create_nothing() {
 
 #[test]
 fn volumes_list_filter_inspect_and_prune() {
-    let (d, _dir) = daemon_with_image();
+    let d = daemon_with_image();
     d.strata_ok(
         STRATA,
         &["volume", "create", "named", "--label", "team=storage"],
@@ -173,7 +167,7 @@ fn volumes_list_filter_inspect_and_prune() {
 
 #[test]
 fn stats_shows_a_row_per_container_with_the_scanners_figures() {
-    let (d, _dir) = daemon_with_image();
+    let d = daemon_with_image();
     d.strata_ok(STRATA, &["container", "create", "--name", "busy", IMAGE]);
     d.strata_ok(STRATA, &["container", "create", "--name", "quiet", IMAGE]);
     let out = d

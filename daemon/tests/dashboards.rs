@@ -101,13 +101,7 @@ fn every_panel_query_and_alert_works_against_a_real_prometheus() {
     );
 
     // The workload: two containers, copy-ups through exec, a volume written.
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("busybox.tar");
-    std::fs::write(&archive, busybox_image(IMAGE).docker_save_legacy()).unwrap();
-    d.strata_ok(
-        STRATA,
-        &["image", "import", "-q", archive.to_str().unwrap()],
-    );
+    d.import(STRATA, &busybox_image(IMAGE));
     d.strata_ok(
         STRATA,
         &[

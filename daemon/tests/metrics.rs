@@ -62,13 +62,7 @@ fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
 fn metrics_are_complete_valid_and_the_scanner_counts_copy_ups_exactly() {
     require_root("stratad mounts overlayfs");
     let d = Stratad::start(STRATAD);
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("busybox.tar");
-    std::fs::write(&archive, busybox_image(IMAGE).docker_save_legacy()).unwrap();
-    d.strata_ok(
-        STRATA,
-        &["image", "import", "-q", archive.to_str().unwrap()],
-    );
+    d.import(STRATA, &busybox_image(IMAGE));
     d.strata_ok(
         STRATA,
         &[

@@ -622,6 +622,30 @@ impl Stratad {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Imports `image` (as a legacy `docker save` archive) with `CLI image import`.
+    ///
+    /// # Panics
+    /// If the archive cannot be written or the import fails.
+    pub fn import(&self, cli: impl AsRef<Path>, image: &crate::ImageBuilder) {
+        let dir = self.dir.as_ref().expect("present until drop").path();
+        let archive = dir.join(format!(
+            "import-{}.tar",
+            image.config_digest().trim_start_matches("sha256:")
+        ));
+        std::fs::write(&archive, image.docker_save_legacy())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", archive.display()));
+        self.strata_ok(
+            cli,
+            &[
+                OsStr::new("image"),
+                OsStr::new("import"),
+                OsStr::new("-q"),
+                archive.as_os_str(),
+            ],
+        );
+        let _ = std::fs::remove_file(&archive);
+    }
+
     /// Stops the daemon (SIGTERM, then SIGKILL after a grace period) without removing its
     /// root; returns whether it exited by itself in time.
     pub fn stop(&mut self) -> bool {
