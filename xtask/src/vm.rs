@@ -36,7 +36,7 @@ use strata_testkit::{BUSYBOX, LayerBuilder, busybox_image};
 use crate::{cargo, ensure_packages, run_checked, workspace_root};
 
 /// The VM's architecture: the static binaries are built for it.
-const TARGET: &str = "x86_64-unknown-linux-gnu";
+pub(crate) const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Debian's meta package; `apt-cache depends` names the versioned kernel package behind it.
 const KERNEL_META_PACKAGE: &str = "linux-image-cloud-amd64";
 const INIT_SH: &str = include_str!("../vm/init.sh");
@@ -147,7 +147,7 @@ const C3_FILE: LowerFile = LowerFile {
 const FOREIGN_FILE_SIZE: u64 = 4096;
 
 /// Where xtask caches downloads and writes the initramfs and console log.
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
         .join("vm")
@@ -234,7 +234,7 @@ pub(crate) fn vm_test(options: &Options) -> Result<ExitCode> {
     }
 }
 
-fn provision() -> Result<()> {
+pub(crate) fn provision() -> Result<()> {
     ensure_packages(VM_PREREQUISITES)?;
     // Debian's dynamic `busybox` package also installs /bin/busybox; the VM has no libc.
     if !is_static_elf(Path::new(BUSYBOX))? {
@@ -253,7 +253,7 @@ fn provision() -> Result<()> {
 }
 
 /// Whether an ELF file has no `PT_INTERP` program header (static, or static-pie).
-fn is_static_elf(path: &Path) -> Result<bool> {
+pub(crate) fn is_static_elf(path: &Path) -> Result<bool> {
     const PT_INTERP: u32 = 3;
     let elf = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let u16_at = |at: usize| {
@@ -289,12 +289,25 @@ fn is_static_elf(path: &Path) -> Result<bool> {
 
 /// Builds static `stratad` and `strata` (release) for the VM; returns their paths.
 fn build_static_binaries() -> Result<(PathBuf, PathBuf)> {
+    static_binaries_in(&build_static(&[
+        "-p",
+        "strata-daemon",
+        "--bin",
+        "stratad",
+        "--bin",
+        "strata",
+    ])?)
+}
+
+/// `cargo build --release` of `selection` (`-p`, `--bin` arguments), statically linked for
+/// [`TARGET`]; returns the directory holding the binaries.
+pub(crate) fn build_static(selection: &[&str]) -> Result<PathBuf> {
     // An explicit --target keeps RUSTFLAGS off build scripts and proc macros, and puts these
     // artifacts beside, not over, the ordinary dynamic release build.
     run_checked(
         cargo()
             .args(["build", "--release", "--target", TARGET])
-            .args(["-p", "strata-daemon", "--bin", "stratad", "--bin", "strata"])
+            .args(selection)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             // Line tables would more than double the initramfs that TCG decompresses at every
             // boot; panic messages keep their locations without them.
@@ -302,12 +315,10 @@ fn build_static_binaries() -> Result<(PathBuf, PathBuf)> {
             .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
             .env_remove("CARGO_ENCODED_RUSTFLAGS"),
     )?;
-    static_binaries_in(
-        &std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-            .join(TARGET)
-            .join("release"),
-    )
+    Ok(std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join(TARGET)
+        .join("release"))
 }
 
 /// `stratad` and `strata` in `dir`, checked to be static.
@@ -325,17 +336,17 @@ fn static_binaries_in(dir: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// An unpacked Debian kernel package.
 #[derive(Debug)]
-struct Kernel {
-    package: String,
-    vmlinuz: PathBuf,
+pub(crate) struct Kernel {
+    pub(crate) package: String,
+    pub(crate) vmlinuz: PathBuf,
     /// Uncompressed, whatever the package ships.
-    overlay_ko: PathBuf,
+    pub(crate) overlay_ko: PathBuf,
 }
 
 impl Kernel {
     /// Downloads and unpacks the kernel `linux-image-cloud-amd64` depends on, unless the
     /// cache already holds it.
-    fn fetch(cache: &Path) -> Result<Self> {
+    pub(crate) fn fetch(cache: &Path) -> Result<Self> {
         let package = kernel_package()?;
         let dir = cache.join("kernel").join(&package);
         let unpacked = dir.join(".unpacked");
@@ -491,7 +502,21 @@ fn filler(size: u64) -> Vec<u8> {
 /// Writes the gzip'd newc initramfs: busybox and its applets in `/bin`, `/init`, and the test
 /// payload in `/strata`.
 fn write_initramfs(out: &Path, stratad: &Path, strata: &Path, overlay_ko: &Path) -> Result<()> {
-    let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let mut cpio = busybox_initramfs(INIT_SH, overlay_ko)?;
+    cpio.file("strata/workload.sh", 0o755, WORKLOAD_SH.as_bytes());
+    cpio.file("strata/stratad", 0o755, &read(stratad)?);
+    cpio.file("strata/strata", 0o755, &read(strata)?);
+    cpio.file("strata/copyup-image.tar", 0o644, &copyup_image());
+    write_gzipped(out, &cpio.finish())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The initramfs every VM boots: busybox and its applets in `/bin`, `init` as `/init`, and
+/// `overlay_ko` as `/strata/overlay.ko`; callers add their payload under `/strata`.
+pub(crate) fn busybox_initramfs(init: &str, overlay_ko: &Path) -> Result<Newc> {
     let mut cpio = Newc::default();
     for dir in ["bin", "dev", "proc", "newroot", "strata"] {
         cpio.dir(dir, 0o755);
@@ -508,14 +533,13 @@ fn write_initramfs(out: &Path, stratad: &Path, strata: &Path, overlay_ko: &Path)
             cpio.symlink(&format!("bin/{applet}"), "busybox");
         }
     }
-    cpio.file("init", 0o755, INIT_SH.as_bytes());
-    cpio.file("strata/workload.sh", 0o755, WORKLOAD_SH.as_bytes());
-    cpio.file("strata/stratad", 0o755, &read(stratad)?);
-    cpio.file("strata/strata", 0o755, &read(strata)?);
+    cpio.file("init", 0o755, init.as_bytes());
     cpio.file("strata/overlay.ko", 0o644, &read(overlay_ko)?);
-    cpio.file("strata/copyup-image.tar", 0o644, &copyup_image());
-    let archive = cpio.finish();
+    Ok(cpio)
+}
 
+/// Writes `archive` to `out`, compressed with `gzip -1`.
+pub(crate) fn write_gzipped(out: &Path, archive: &[u8]) -> Result<()> {
     let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut gzip = Command::new("gzip")
         .args(["-1", "-n"])
@@ -526,7 +550,7 @@ fn write_initramfs(out: &Path, stratad: &Path, strata: &Path, overlay_ko: &Path)
     gzip.stdin
         .take()
         .expect("piped stdin")
-        .write_all(&archive)
+        .write_all(archive)
         .context("writing to gzip")?;
     let status = gzip.wait()?;
     ensure!(status.success(), "gzip failed: {status}");
@@ -537,7 +561,7 @@ fn write_initramfs(out: &Path, stratad: &Path, strata: &Path, overlay_ko: &Path)
 /// (Documentation/driver-api/early-userspace/buffer-format.rst). Written here rather than by
 /// `cpio` so that owners are root and `/dev/console` exists without root on the host.
 #[derive(Debug, Default)]
-struct Newc {
+pub(crate) struct Newc {
     bytes: Vec<u8>,
     next_inode: u32,
 }
@@ -552,7 +576,7 @@ impl Newc {
         self.entry(path, Self::S_IFDIR | mode, (0, 0), &[]);
     }
 
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
+    pub(crate) fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
         self.entry(path, Self::S_IFREG | mode, (0, 0), data);
     }
 
@@ -608,14 +632,14 @@ impl Newc {
         }
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, (0, 0), &[]);
         self.bytes
     }
 }
 
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Success,
     Failure(String),
     Panic(String),
@@ -624,20 +648,36 @@ enum Outcome {
 }
 
 #[derive(Debug)]
-struct Boot {
+pub(crate) struct Boot {
     /// Serial console, `\r` removed, followed by QEMU's own stderr if any.
-    console: String,
-    outcome: Outcome,
+    pub(crate) console: String,
+    pub(crate) outcome: Outcome,
     /// From QEMU's start to init's result line (or the end).
-    elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 /// Boots the VM and follows its console until init's result line, a panic, QEMU's exit or the
 /// timeout. Progress lines (`init:`, `workload:`) are echoed as they come.
 fn boot(vmlinuz: &Path, initramfs: &Path, options: &Options) -> Result<Boot> {
+    let extra = if options.storage_only {
+        "strata.phases=storage"
+    } else {
+        ""
+    };
+    boot_vm(vmlinuz, initramfs, extra, options.timeout)
+}
+
+/// [`boot`] with `extra` appended to the kernel command line, killed after `timeout`.
+pub(crate) fn boot_vm(
+    vmlinuz: &Path,
+    initramfs: &Path,
+    extra: &str,
+    timeout: Duration,
+) -> Result<Boot> {
     let mut append = String::from("console=ttyS0 panic=-1 quiet rdinit=/init");
-    if options.storage_only {
-        append.push_str(" strata.phases=storage");
+    if !extra.is_empty() {
+        append.push(' ');
+        append.push_str(extra);
     }
     let started = Instant::now();
     let mut qemu = Command::new("qemu-system-x86_64")
@@ -661,7 +701,7 @@ fn boot(vmlinuz: &Path, initramfs: &Path, options: &Options) -> Result<Boot> {
         text
     });
 
-    let deadline = started + options.timeout;
+    let deadline = started + timeout;
     let mut console = String::new();
     let mut outcome = None;
     let mut elapsed = None;
@@ -743,7 +783,7 @@ fn console_lines(qemu: &mut Child) -> mpsc::Receiver<String> {
 }
 
 /// The console's `=== begin NAME ===` ... `=== end NAME ===` sections.
-fn sections(console: &str) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn sections(console: &str) -> BTreeMap<String, Vec<String>> {
     let mut sections = BTreeMap::new();
     let mut open: Option<(String, Vec<String>)> = None;
     for line in console.lines() {
