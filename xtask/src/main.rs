@@ -12,10 +12,13 @@
 //! - `vm-test [OPTIONS]`: boots the daemon in a QEMU VM and checks copy-up metrics (see `vm`).
 //! - `bench containers [OPTIONS]`: create/mount/unmount/remove cycles through Strata's API
 //!   beside Docker's create/remove, and listing 10,000 containers with each CLI.
+//! - `bench probe [OPTIONS]`: the copy-up probe's overhead, measured in the VM (see
+//!   `bench_probe`).
 //! - `lint-dashboards`: checks the Grafana dashboards' conventions (see `lint_dashboards`).
 
 mod bench;
 mod bench_containers;
+mod bench_probe;
 mod lint_dashboards;
 mod probe;
 mod vm;
@@ -49,6 +52,13 @@ tasks:
       --docker-budget-secs N  stop creating docker containers after N s (default 180)
       --dir DIR         work directory (default target/bench-containers)
       --skip-docker     measure only strata
+  bench probe [OPTS]    copy-up latency with the eBPF probe attached vs detached, in the VM; OPTS:
+      --copyups N       measured copy-ups per mode (default 2000)
+      --block N         copy-ups per block; blocks alternate ABBA (default 100)
+      --warmup N        unreported copy-ups per mode first (default 100)
+      --file-size BYTES size of each copied-up file (default 4096)
+      --timeout SECS    kill QEMU after SECS without a result (default 600)
+      --binary PATH     use this static strata-probe-bench instead of building it
   lint-dashboards       check dashboards/grafana/*.json against the dashboard conventions
 ";
 
@@ -62,8 +72,11 @@ fn main() -> ExitCode {
             Some("import") => bench::Options::parse(&args[2..]).and_then(|o| bench::import(&o)),
             Some("containers") => bench_containers::Options::parse(&args[2..])
                 .and_then(|o| bench_containers::containers(&o)),
+            Some("probe") => {
+                bench_probe::Options::parse(&args[2..]).and_then(|o| bench_probe::bench_probe(&o))
+            }
             _ => Err(anyhow::anyhow!(
-                "unknown bench; try `bench import` or `bench containers`\n\n{USAGE}"
+                "unknown bench; try `bench import`, `bench containers` or `bench probe`\n\n{USAGE}"
             )),
         },
         Some("lint-dashboards") => {
