@@ -37,6 +37,8 @@ pub struct ReconcileReport {
     pub removed_orphans: Vec<String>,
     pub unmounted_stale: Vec<PathBuf>,
     pub reset_views: Vec<String>,
+    /// Container mounts the kernel had but the records did not count (adopted, count 1).
+    pub adopted_mounts: Vec<PathBuf>,
 }
 
 /// An open store. Shareable across threads; write operations serialise on redb's write lock.
@@ -144,6 +146,32 @@ impl Store {
             .collect())
     }
 
+    /// Removes a directory whose record is gone: renamed into `tmp/` at once (one syscall, so
+    /// the caller need not wait for a deep tree), deleted by a background thread. A crash in
+    /// between leaves it in `tmp/`, which start-up empties.
+    pub(crate) fn discard(&self, dir: &Path) -> Result<(), Error> {
+        let trash = self
+            .tmp_dir()
+            .join(format!("discard-{}", CacheId::random()));
+        match std::fs::rename(dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("moving to the trash", dir)(e)),
+        }
+        let spawned = std::thread::Builder::new().name("strata-discard".into()).spawn({
+            let trash = trash.clone();
+            move || {
+                if let Err(e) = std::fs::remove_dir_all(&trash) {
+                    tracing::warn!(path = %trash.display(), error = %e, "could not delete discarded directory");
+                }
+            }
+        });
+        if spawned.is_err() {
+            std::fs::remove_dir_all(&trash).map_err(Error::io("removing", &trash))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn track_exec(&self, id: CacheId, pid: i32, running: bool) {
         let mut execs = self
             .execs
@@ -237,8 +265,13 @@ impl Store {
                 c.mounted = 0;
                 txn.put_container(&c)?;
             } else if c.mounted == 0 && all_mounts.contains(&merged) {
-                mounts::unmount(&merged)?;
-                report.unmounted_stale.push(merged);
+                // Mount counts are committed without an fsync: a crash can lose the count of
+                // a mount the kernel still has. Adopt it rather than pull it from under its
+                // users.
+                tracing::info!(container = %c.name, "adopting a mount the record did not count");
+                c.mounted = 1;
+                txn.put_container(&c)?;
+                report.adopted_mounts.push(merged);
             }
         }
         txn.commit()?;

@@ -413,3 +413,37 @@ fn container_mounts_survive_a_restart() {
             .exists()
     );
 }
+
+/// Mount counts are committed without an fsync (start-up reconciles them with the kernel), so
+/// a crash can leave a mount the record does not count: start-up adopts it instead of
+/// unmounting it from under its users.
+#[test]
+fn a_mount_the_record_lost_is_adopted_at_start_up() {
+    let mut t = store_with_image();
+    create(&t, "lost", &[], &[]);
+    let path = t.store().mount_container("lost").unwrap();
+    // Simulate the lost count: drop the reference without unmounting.
+    let merged = path.clone();
+    t.store
+        .as_ref()
+        .unwrap()
+        .unmount_container("lost", false)
+        .unwrap();
+    strata_store::mounts::mount(
+        &strata_store::mounts::MountSpec::Bind {
+            source: t.root().join("overlay2"),
+            readonly: true,
+        },
+        &merged,
+    )
+    .unwrap();
+    let report = t.reopen();
+    assert_eq!(report.adopted_mounts, vec![merged.clone()]);
+    assert!(t.store().inspect_container("lost").unwrap().mounted);
+    assert_eq!(t.store().unmount_container("lost", false).unwrap(), 0);
+    assert!(
+        !strata_store::mounts::mounts_under(&merged)
+            .unwrap()
+            .contains(&merged)
+    );
+}

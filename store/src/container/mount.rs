@@ -11,7 +11,7 @@ use crate::store::Store;
 impl Store {
     /// Adds a mount reference; the first one mounts the overlay. Returns the merged path.
     pub fn mount_container(&self, reference: &str) -> Result<PathBuf, Error> {
-        let txn = self.db.write()?;
+        let txn = self.db.write_volatile()?;
         let mut c = resolve_container(&txn, reference)?;
         let path = self.driver.merged_dir(c.id);
         if c.mounted == 0 {
@@ -46,7 +46,7 @@ impl Store {
     /// Drops a mount reference (`all`: every one); the last one unmounts. Returns how many
     /// remain. Unmounting a container that is not mounted is not an error (idempotent).
     pub fn unmount_container(&self, reference: &str, all: bool) -> Result<u32, Error> {
-        let txn = self.db.write()?;
+        let txn = self.db.write_volatile()?;
         let mut c = resolve_container(&txn, reference)?;
         if c.mounted == 0 {
             return Ok(0);

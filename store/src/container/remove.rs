@@ -48,14 +48,11 @@ impl Store {
             );
         }
         let merged = self.driver.merged_dir(c.id);
-        if mounts::mounts_under(&merged)
-            .map_err(Error::io("reading mountinfo for", &merged))?
-            .contains(&merged)
-        {
+        if c.mounted > 0 {
             self.notify_mount(c.id, &merged, false);
             mounts::unmount(&merged)?;
         }
-        self.driver.remove_layer(c.id, "")?;
+        self.discard(&self.driver.container_dir(c.id))?;
         tracing::info!(container = %c.name, id = %c.id, "removed container");
         Ok(c.name)
     }

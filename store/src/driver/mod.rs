@@ -95,6 +95,9 @@ pub trait Driver: Send + Sync + Debug {
     /// Describes the read-write mount of container `id` over `chain`. Pure.
     fn rw_mount(&self, id: CacheId, chain: &[(CacheId, String)]) -> MountSpec;
 
+    /// The directory holding everything of container `id` (upper, work, mount point).
+    fn container_dir(&self, id: CacheId) -> PathBuf;
+
     /// Where container `id` is mounted.
     fn merged_dir(&self, id: CacheId) -> PathBuf;
 

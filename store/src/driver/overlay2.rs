@@ -174,6 +174,10 @@ impl Driver for Overlay2 {
         }
     }
 
+    fn container_dir(&self, id: CacheId) -> PathBuf {
+        self.layer_dir(id)
+    }
+
     fn merged_dir(&self, id: CacheId) -> PathBuf {
         self.layer_dir(id).join("merged")
     }

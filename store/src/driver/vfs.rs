@@ -96,6 +96,10 @@ impl Driver for Vfs {
         }
     }
 
+    fn container_dir(&self, id: CacheId) -> PathBuf {
+        self.home.join(id.hex())
+    }
+
     fn merged_dir(&self, id: CacheId) -> PathBuf {
         self.home.join(id.hex()).join("merged")
     }

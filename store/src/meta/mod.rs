@@ -106,6 +106,16 @@ impl MetaDb {
         })
     }
 
+    /// A write transaction whose commit is not flushed to disk (redb `Durability::None`); a
+    /// later durable commit persists it. Only for state that start-up reconcile rebuilds from
+    /// the kernel anyway (mount counts), where an fsync per mount would be wasted.
+    pub fn write_volatile(&self) -> Result<WriteTxn, MetaError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| MetaError::Redb(redb::Error::from(e)))?;
+        Ok(WriteTxn { txn })
+    }
+
     pub fn write(&self) -> Result<WriteTxn, MetaError> {
         Ok(WriteTxn {
             txn: self.db.begin_write()?,
