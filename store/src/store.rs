@@ -260,6 +260,17 @@ impl Store {
             .collect();
         for mut c in containers.iter().cloned() {
             let merged = self.driver.merged_dir(c.id);
+            if !merged.exists() {
+                // A crash right after `create` may lose its (unsynced, still empty) dirs.
+                tracing::info!(container = %c.name, "re-creating the container's directories");
+                let mut chain = Vec::with_capacity(c.chain.len());
+                for id in &c.chain {
+                    if let Some(l) = txn.layer(id)? {
+                        chain.push((l.cache_id, l.short_link));
+                    }
+                }
+                self.driver.create_rw(c.id, &chain)?;
+            }
             if c.mounted > 0 && !all_mounts.contains(&merged) {
                 tracing::info!(container = %c.name, "container was mounted before a restart; resetting its mount count");
                 c.mounted = 0;

@@ -447,3 +447,16 @@ fn a_mount_the_record_lost_is_adopted_at_start_up() {
             .contains(&merged)
     );
 }
+
+/// A container's directories are created without an fsync (the record's commit is the one
+/// flush of a create); if a crash loses them, start-up re-creates them.
+#[test]
+fn lost_container_directories_are_recreated_at_start_up() {
+    let mut t = store_with_image();
+    let c = create(&t, "fresh", &[], &[]);
+    std::fs::remove_dir_all(t.root().join("overlay2").join(c.id.to_string())).unwrap();
+    t.reopen();
+    let path = t.store().mount_container("fresh").unwrap();
+    assert!(path.join("bin/busybox").exists());
+    t.store().unmount_container("fresh", false).unwrap();
+}

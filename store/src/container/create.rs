@@ -104,10 +104,11 @@ impl Store {
             Ok(rec)
         });
         match committed {
-            Ok(rec) => {
-                let r = self.db.read()?;
-                self.container_summary(&r, rec)
-            }
+            Ok(rec) => Ok(self.summary_with_image(
+                rec,
+                image.size,
+                image.tags.first().map(ToString::to_string),
+            )),
             Err(e) => {
                 remove_dirs(&made);
                 let cleanup = if made_rw {

@@ -90,6 +90,7 @@ pub trait Driver: Send + Sync + Debug {
     fn view(&self, chain: &[(CacheId, String)]) -> MountSpec;
 
     /// Creates the writable directories of container `id` over `chain` (bottom first).
+    /// Idempotent: existing directories are kept (start-up reconcile re-creates lost ones).
     fn create_rw(&self, id: CacheId, chain: &[(CacheId, String)]) -> Result<(), DriverError>;
 
     /// Describes the read-write mount of container `id` over `chain`. Pure.

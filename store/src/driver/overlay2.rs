@@ -127,6 +127,9 @@ impl Driver for Overlay2 {
         // The upper dir's root becomes the container's `/`, so it needs 0755 (a 0700 root
         // would lock non-root users out). The init layer holds the mount points exec needs
         // (`/dev`, `/proc`), like Docker's `<id>-init` layer, so they never show in the diff.
+        // No fsync: these empty directories are re-created by start-up reconcile if a crash
+        // loses them (`Driver::create_rw` is idempotent), which keeps a create to one fsync,
+        // the record's.
         let made = ensure_dir(&dir).and_then(|()| {
             for (sub, mode) in [
                 ("diff", 0o755),
@@ -137,20 +140,21 @@ impl Driver for Overlay2 {
                 ("init/proc", 0o555),
             ] {
                 let path = dir.join(sub);
-                std::fs::DirBuilder::new()
-                    .mode(mode)
-                    .create(&path)
-                    .map_err(io_err("creating", &path))?;
+                match std::fs::DirBuilder::new().mode(mode).create(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(io_err("creating", &path)(e));
+                    }
+                    _ => {}
+                }
                 std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
                     .map_err(io_err("chmod", &path))?;
             }
-            sync_dir(&dir)
+            Ok(())
         });
         if made.is_err() {
             let _ = remove_tree(&dir);
         }
-        made?;
-        sync_dir(&self.home)
+        made
     }
 
     fn rw_mount(&self, id: CacheId, chain: &[(CacheId, String)]) -> MountSpec {
