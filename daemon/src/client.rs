@@ -80,13 +80,8 @@ impl Client {
             .await
     }
 
-    async fn send_with_type(
-        &self,
-        method: Method,
-        path: &str,
-        body: Body,
-        content_type: &str,
-    ) -> Result<Response<Incoming>, ClientError> {
+    /// A fresh HTTP/1.1 connection to the daemon (upgrades allowed, for exec).
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Body>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -94,13 +89,23 @@ impl Client {
                     socket: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "connection ended");
             }
         });
+        Ok(sender)
+    }
+
+    async fn send_with_type(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        content_type: &str,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let mut sender = self.connect().await?;
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -130,6 +135,21 @@ impl Client {
     pub async fn bytes(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
         let response = self.send(method, path, empty()).await?;
         Ok(response.into_body().collect().await?.to_bytes())
+    }
+
+    /// `METHOD route?ref=REFERENCE<extra>` (the reference percent-encoded), answered with JSON.
+    pub async fn on_ref(
+        &self,
+        method: Method,
+        route: &str,
+        reference: &str,
+        extra: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.value(
+            method,
+            &format!("{route}?ref={}{extra}", encode_query(reference)),
+        )
+        .await
     }
 
     /// A request without a body whose answer is JSON, kept as a JSON value (for `--json`).
@@ -170,20 +190,7 @@ impl Client {
     /// and stderr (`SCM_RIGHTS`), and waits for the command's exit code.
     pub async fn exec(&self, path: &str) -> Result<i32, ClientError> {
         use crate::api::containers::{EXEC_PROTOCOL, ExecOutcome};
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "connection ended");
-            }
-        });
+        let mut sender = self.connect().await?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(path)

@@ -18,6 +18,13 @@
 //!    container diff` exact, reads in c3 leave no trace) and then the metrics phase: exact
 //!    per-container copy-up counts and bytes by kind from the scraped `/metrics`.
 //!
+//! 5. **Dashboards**, unless `--storage-only`: Debian's Prometheus (`/usr/bin/prometheus` with
+//!    the libraries and loader `ldd` names) runs in the VM from before the workload, scraping
+//!    `/metrics` every second; after the workload init waits for a few scrapes, then runs every
+//!    probe-backed Grafana panel query (see [`probe_queries`]) and prints each JSON answer
+//!    between `=== begin query N ===` markers. Each must succeed with data: on the host the
+//!    probe cannot load, so `daemon/tests/dashboards.rs` can only check that they parse.
+//!
 //! `--storage-only` boots without `--metrics-addr` and stops before the scrape, for use until
 //! the probe and `/metrics` exist; without it an unreachable `/metrics` fails the run.
 
@@ -33,7 +40,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use strata_testkit::{BUSYBOX, LayerBuilder, busybox_image};
 
-use crate::{cargo, ensure_packages, run_checked, workspace_root};
+use crate::{cargo, ensure_packages, lint_dashboards, run_checked, workspace_root};
+
+#[path = "dashboard_queries.rs"]
+mod dashboard_queries;
 
 /// The VM's architecture: the static binaries are built for it.
 pub(crate) const TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -55,6 +65,31 @@ const VM_PREREQUISITES: &[(&str, &str)] = &[
     ("gzip", "gzip"),
     ("apt-cache", "apt"),
     ("dpkg-deb", "dpkg"),
+    ("prometheus", "prometheus"),
+    ("ldd", "libc-bin"),
+];
+
+/// Debian's Prometheus, run in the VM with the libraries `ldd` lists.
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// `stratad --metrics-addr` in the VM (init.sh), and the `instance` label Prometheus gives it.
+const METRICS_INSTANCE: &str = "127.0.0.1:9750";
+/// Prometheus' configuration in the VM: scrape `stratad` every second.
+const PROMETHEUS_YML: &str = "\
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: strata
+    static_configs:
+      - targets: [\"127.0.0.1:9750\"]
+";
+/// What init waits for (each with a non-empty result) before running the panel queries: a few
+/// scrapes, with the copy-up series in them, so `rate()` has points to work with.
+const PROMETHEUS_READY: &[&str] = &[
+    "min(count_over_time(strata_probe_up[1m])) >= 5",
+    "min(count_over_time(strata_copyup_total[1m])) >= 3",
+    "min(count_over_time(strata_container_info[1m])) >= 3",
 ];
 
 const USAGE_OPTIONS: &str = "--timeout SECS, --storage-only, --binaries DIR";
@@ -73,7 +108,8 @@ pub(crate) struct Options {
 impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
-            timeout: Duration::from_mins(3),
+            // Prometheus under TCG: 10-20 s to start, plus the scrapes init waits for.
+            timeout: Duration::from_mins(6),
             storage_only: false,
             binaries: None,
         };
@@ -173,8 +209,9 @@ pub(crate) fn vm_test(options: &Options) -> Result<ExitCode> {
     let kernel_time = started.elapsed();
 
     let started = Instant::now();
+    let queries = probe_queries()?;
     let initramfs = cache.join("initramfs.cpio.gz");
-    write_initramfs(&initramfs, &stratad, &strata, &kernel.overlay_ko)?;
+    write_initramfs(&initramfs, &stratad, &strata, &kernel.overlay_ko, &queries)?;
     let initramfs_time = started.elapsed();
 
     eprintln!(
@@ -199,7 +236,7 @@ pub(crate) fn vm_test(options: &Options) -> Result<ExitCode> {
     );
 
     let verdict = match &boot.outcome {
-        Outcome::Success => check(&boot.console, options),
+        Outcome::Success => check(&boot.console, options, &queries),
         Outcome::Failure(why) => Err(vec![format!("init reported failure: {why}")]),
         Outcome::Panic(line) => Err(vec![format!("kernel panic: {line}")]),
         Outcome::Timeout => Err(vec![format!(
@@ -499,15 +536,137 @@ fn filler(size: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Writes the gzip'd newc initramfs: busybox and its applets in `/bin`, `/init`, and the test
-/// payload in `/strata`.
-fn write_initramfs(out: &Path, stratad: &Path, strata: &Path, overlay_ko: &Path) -> Result<()> {
+/// A probe-backed Grafana panel query, ready to send to Prometheus.
+#[derive(Debug, Clone)]
+struct ProbeQuery {
+    /// Dashboard file, panel title and target.
+    location: String,
+    /// With the variables substituted.
+    expr: String,
+}
+
+/// The queries of every panel whose description has [`lint_dashboards::PROBE_MARKER`], with
+/// the substitutions of `daemon/tests/dashboards.rs`: `$instance` is the VM's `stratad`,
+/// `$container` matches all.
+fn probe_queries() -> Result<Vec<ProbeQuery>> {
+    let dashboards = lint_dashboards::load_dir(&workspace_root().join("dashboards/grafana"))
+        .map_err(anyhow::Error::msg)
+        .context("loading dashboards/grafana")?;
+    let mut out = Vec::new();
+    for dashboard in &dashboards {
+        for query in lint_dashboards::queries(dashboard) {
+            if !query.needs_probe {
+                continue;
+            }
+            let expr = dashboard_queries::substitute(&query.expr, METRICS_INSTANCE, ".*")
+                .map_err(anyhow::Error::msg)
+                .with_context(|| query.location.clone())?;
+            out.push(ProbeQuery {
+                location: query.location,
+                expr,
+            });
+        }
+    }
+    ensure!(
+        !out.is_empty(),
+        "no panel in dashboards/grafana says \"{}\"",
+        lint_dashboards::PROBE_MARKER
+    );
+    Ok(out)
+}
+
+/// Writes the gzip'd newc initramfs: busybox and its applets in `/bin`, `/init`, the test
+/// payload in `/strata`, and Prometheus with its libraries where `ldd` found them.
+fn write_initramfs(
+    out: &Path,
+    stratad: &Path,
+    strata: &Path,
+    overlay_ko: &Path,
+    queries: &[ProbeQuery],
+) -> Result<()> {
     let mut cpio = busybox_initramfs(INIT_SH, overlay_ko)?;
     cpio.file("strata/workload.sh", 0o755, WORKLOAD_SH.as_bytes());
     cpio.file("strata/stratad", 0o755, &read(stratad)?);
     cpio.file("strata/strata", 0o755, &read(strata)?);
     cpio.file("strata/copyup-image.tar", 0o644, &copyup_image());
+    add_prometheus(&mut cpio, queries)?;
     write_gzipped(out, &cpio.finish())
+}
+
+/// `/strata/prometheus` and its configuration, the libraries and dynamic loader `ldd` lists
+/// at their paths (under `/lib` and `/lib64`, which init copies), and the URL-encoded queries:
+/// `/strata/prometheus-ready.txt` ([`PROMETHEUS_READY`]) and `/strata/queries.txt`, one a line.
+fn add_prometheus(cpio: &mut Newc, queries: &[ProbeQuery]) -> Result<()> {
+    cpio.file("strata/prometheus", 0o755, &read(Path::new(PROMETHEUS))?);
+    let ldd = Command::new("ldd")
+        .arg(PROMETHEUS)
+        .output()
+        .context("running ldd")?;
+    ensure!(
+        ldd.status.success(),
+        "ldd {PROMETHEUS}: {}{}",
+        ldd.status,
+        String::from_utf8_lossy(&ldd.stderr)
+    );
+    let mut dirs = BTreeSet::new();
+    let mut libraries = BTreeSet::new();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2
+        // (0x...)`, or the vDSO (no file).
+        let path = match line.split_once("=>") {
+            Some((_, after)) => after.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libraries.insert(path.to_owned());
+        }
+    }
+    ensure!(
+        libraries.iter().any(|l| l.contains("ld-linux")),
+        "ldd {PROMETHEUS} lists no dynamic loader: {}",
+        String::from_utf8_lossy(&ldd.stdout)
+    );
+    for library in &libraries {
+        ensure!(
+            library.starts_with("/lib/") || library.starts_with("/lib64/"),
+            "{library} (from ldd {PROMETHEUS}) is outside /lib and /lib64, which init copies"
+        );
+        let relative = library.trim_start_matches('/');
+        let mut parent = Path::new(relative).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(dir.to_string_lossy().into_owned());
+            parent = dir.parent();
+        }
+    }
+    // Parents first: BTreeSet order puts `lib` before `lib/x86_64-linux-gnu`.
+    for dir in &dirs {
+        cpio.dir(dir, 0o755);
+    }
+    for library in &libraries {
+        // fs::read follows symlinks (the loader usually is one): a regular file in the VM.
+        cpio.file(
+            library.trim_start_matches('/'),
+            0o755,
+            &read(Path::new(library))?,
+        );
+    }
+    cpio.file("strata/prometheus.yml", 0o644, PROMETHEUS_YML.as_bytes());
+    let encoded = |exprs: &mut dyn Iterator<Item = &str>| {
+        exprs
+            .map(|e| dashboard_queries::url_encode(e) + "\n")
+            .collect::<String>()
+    };
+    cpio.file(
+        "strata/prometheus-ready.txt",
+        0o644,
+        encoded(&mut PROMETHEUS_READY.iter().copied()).as_bytes(),
+    );
+    cpio.file(
+        "strata/queries.txt",
+        0o644,
+        encoded(&mut queries.iter().map(|q| q.expr.as_str())).as_bytes(),
+    );
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -810,7 +969,11 @@ pub(crate) fn sections(console: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Checks a successful boot's console; returns the figures to print, or every failed check.
-fn check(console: &str, options: &Options) -> std::result::Result<String, Vec<String>> {
+fn check(
+    console: &str,
+    options: &Options,
+    queries: &[ProbeQuery],
+) -> std::result::Result<String, Vec<String>> {
     let sections = sections(console);
     let mut failures = Vec::new();
     let mut figures = String::new();
@@ -825,12 +988,79 @@ fn check(console: &str, options: &Options) -> std::result::Result<String, Vec<St
                 Err(e) => failures.push(format!("parsing /metrics: {e:#}")),
             },
         }
+        check_queries(&sections, queries, &mut failures, &mut figures);
     }
     if failures.is_empty() {
         Ok(figures)
     } else {
         Err(failures)
     }
+}
+
+/// The dashboards phase: every probe-backed panel query answered with success and data.
+fn check_queries(
+    sections: &BTreeMap<String, Vec<String>>,
+    queries: &[ProbeQuery],
+    failures: &mut Vec<String>,
+    figures: &mut String,
+) {
+    let mut answered = 0;
+    for (n, query) in (1..).zip(queries) {
+        let what = format!("query {n} ({}): {}", query.location, query.expr);
+        let Some(lines) = sections.get(&format!("query {n}")) else {
+            failures.push(format!("{what}: no `query {n}` section on the console"));
+            continue;
+        };
+        let text = lines.join("\n");
+        let verdict = match serde_json::from_str::<serde_json::Value>(text.trim()) {
+            Err(e) => Err(format!("not JSON ({e}): {text:?}")),
+            Ok(response) if response["status"] != "success" => Err(format!(
+                "status {}, error {}",
+                response["status"], response["error"]
+            )),
+            Ok(response) => {
+                let data = &response["data"];
+                match (data["resultType"].as_str(), &data["result"]) {
+                    (Some("vector" | "matrix"), serde_json::Value::Array(series))
+                        if !series.is_empty() =>
+                    {
+                        Ok(format!("{} series", series.len()))
+                    }
+                    (Some("scalar"), serde_json::Value::Array(value)) if value.len() == 2 => {
+                        Ok("scalar".to_owned())
+                    }
+                    (kind, result) => Err(format!("no data: resultType {kind:?}, result {result}")),
+                }
+            }
+        };
+        match verdict {
+            Ok(found) => {
+                answered += 1;
+                writeln!(figures, "dashboards: {what}: {found}").expect("writing to a String");
+            }
+            Err(why) => failures.push(format!("{what}: {why}")),
+        }
+    }
+    let extra = sections
+        .keys()
+        .filter(|k| {
+            k.strip_prefix("query ")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n == 0 || n > queries.len())
+        })
+        .count();
+    if extra > 0 {
+        failures.push(format!(
+            "{extra} query sections beyond the {} queries xtask wrote",
+            queries.len()
+        ));
+    }
+    writeln!(
+        figures,
+        "dashboards phase: {answered} of {} probe-backed panel queries returned data",
+        queries.len()
+    )
+    .expect("writing to a String");
 }
 
 /// Container name -> id, from the `containers` section.

@@ -36,7 +36,7 @@ if [ "$1" != stage2 ]; then
     mount -t proc proc /proc || fail "mounting /proc"
     mkdir -p /newroot
     mount -t tmpfs -o mode=755 tmpfs /newroot || fail "mounting the tmpfs root"
-    cp -a /bin /strata /init /newroot/ || fail "copying the initramfs to the tmpfs root"
+    cp -a /bin /lib /lib64 /strata /init /newroot/ || fail "copying the initramfs to the tmpfs root"
     umount /proc
     exec switch_root /newroot /init stage2
     fail "switch_root"
@@ -69,9 +69,54 @@ for word in $(cat /proc/cmdline); do
     esac
 done
 
+PROMETHEUS=http://127.0.0.1:9090
+
+# prom_query ENCODED: Prometheus' JSON answer to an instant query (URL-encoded by xtask).
+prom_query() {
+    wget -qO- "$PROMETHEUS/api/v1/query?query=$1"
+}
+
+# The dashboards phase (xtask/src/vm.rs): after the workload, wait for a few scrapes, then print
+# Prometheus' answer to every probe-backed panel query for xtask to check.
+dashboards_phase() {
+    waited=0
+    until wget -qO- "$PROMETHEUS/-/ready" >/dev/null 2>&1; do
+        kill -0 "$prometheus_pid" 2>/dev/null || return 1
+        waited=$((waited + 1))
+        [ "$waited" -gt 120 ] && { echo "init: Prometheus not ready within 120 s"; return 1; }
+        sleep 1
+    done
+    echo "init: Prometheus is ready"
+    while read -r ready; do
+        waited=0
+        until prom_query "$ready" | grep -q '"result":\[[^]]'; do
+            waited=$((waited + 1))
+            [ "$waited" -gt 120 ] && { echo "init: no data for $ready within 120 s"; return 1; }
+            sleep 1
+        done
+    done </strata/prometheus-ready.txt
+    echo "init: Prometheus has scraped enough; running the panel queries"
+    n=0
+    while read -r query; do
+        n=$((n + 1))
+        echo "=== begin query $n ==="
+        # The answer has no final newline; the marker must start a line.
+        prom_query "$query" || { echo; echo "=== end query $n ==="; return 1; }
+        echo
+        echo "=== end query $n ==="
+    done </strata/queries.txt
+    echo "init: ran $n panel queries"
+}
+
 set -- --root /var/lib/strata --socket "$STRATA_SOCKET"
 if [ "$phases" = all ]; then
     set -- "$@" --metrics-addr 127.0.0.1:9750
+    # Before the workload: it takes a while to start under TCG, and should scrape throughout.
+    /strata/prometheus --config.file=/strata/prometheus.yml \
+        --storage.tsdb.path=/tmp/prometheus --web.listen-address=127.0.0.1:9090 \
+        >/tmp/prometheus.log 2>&1 &
+    prometheus_pid=$!
+    echo "init: started Prometheus (pid $prometheus_pid)"
 fi
 # NO_COLOR: the log is printed on the console for people and xtask, without ANSI colours.
 NO_COLOR=1 /strata/stratad "$@" >/tmp/stratad.log 2>&1 &
@@ -95,10 +140,20 @@ echo "init: stratad is up (pid $stratad_pid)"
 PHASES=$phases sh /strata/workload.sh
 workload_status=$?
 
+if [ "$workload_status" -eq 0 ] && [ "$phases" = all ]; then
+    if ! dashboards_phase; then
+        section stratad-log cat /tmp/stratad.log
+        section prometheus-log cat /tmp/prometheus.log
+        fail "dashboards phase: Prometheus or a panel query failed (see above)"
+    fi
+fi
+
 section stratad-log cat /tmp/stratad.log
 if [ "$workload_status" -ne 0 ]; then
+    [ "$phases" = all ] && section prometheus-log cat /tmp/prometheus.log
     fail "workload.sh exited with $workload_status (see its last step above)"
 fi
+[ "$phases" = all ] && kill -TERM "$prometheus_pid"
 kill -TERM "$stratad_pid"
 echo "init: success"
 poweroff -f

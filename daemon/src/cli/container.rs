@@ -227,19 +227,13 @@ pub(super) async fn container(
         }
         ContainerCmd::Inspect { container } => {
             let v = client
-                .value(
-                    Method::GET,
-                    &format!("/v1/containers/inspect?ref={}", q(&container)),
-                )
+                .on_ref(Method::GET, "/v1/containers/inspect", &container, "")
                 .await?;
             print_json(&v)
         }
         ContainerCmd::Mount { container } => {
             let v = client
-                .value(
-                    Method::POST,
-                    &format!("/v1/containers/mount?ref={}", q(&container)),
-                )
+                .on_ref(Method::POST, "/v1/containers/mount", &container, "")
                 .await?;
             if json {
                 return print_json(&v);
@@ -249,9 +243,11 @@ pub(super) async fn container(
         }
         ContainerCmd::Unmount { container, all } => {
             let v = client
-                .value(
+                .on_ref(
                     Method::POST,
-                    &format!("/v1/containers/unmount?ref={}&all={all}", q(&container)),
+                    "/v1/containers/unmount",
+                    &container,
+                    &format!("&all={all}"),
                 )
                 .await?;
             if json {
@@ -277,10 +273,7 @@ pub(super) async fn container(
         }
         ContainerCmd::Diff { container } => {
             let v = client
-                .value(
-                    Method::GET,
-                    &format!("/v1/containers/diff?ref={}", q(&container)),
-                )
+                .on_ref(Method::GET, "/v1/containers/diff", &container, "")
                 .await?;
             if json {
                 return print_json(&v);
@@ -307,9 +300,11 @@ pub(super) async fn container(
             let mut failed = 0;
             for c in &containers {
                 match client
-                    .value(
+                    .on_ref(
                         Method::DELETE,
-                        &format!("/v1/containers?ref={}&force={force}", q(c)),
+                        "/v1/containers",
+                        c,
+                        &format!("&force={force}"),
                     )
                     .await
                 {

@@ -188,17 +188,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-#[expect(clippy::too_many_lines, reason = "one short match arm per subcommand")]
 async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Import { file, quiet } => import(client, &file, quiet, json).await,
         ImageCmd::Ls { quiet } => image_ls(client, quiet, json).await,
         ImageCmd::Inspect { reference } => {
             let v = client
-                .value(
-                    Method::GET,
-                    &format!("/v1/images/inspect?ref={}", encode_query(&reference)),
-                )
+                .on_ref(Method::GET, "/v1/images/inspect", &reference, "")
                 .await?;
             if json {
                 return print_json(&v);
@@ -208,10 +204,7 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
         }
         ImageCmd::Mount { reference } => {
             let v = client
-                .value(
-                    Method::POST,
-                    &format!("/v1/images/mount?ref={}", encode_query(&reference)),
-                )
+                .on_ref(Method::POST, "/v1/images/mount", &reference, "")
                 .await?;
             if json {
                 return print_json(&v);
