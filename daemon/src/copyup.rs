@@ -110,6 +110,11 @@ impl Attribution {
             };
             out.entry(key).or_default().merge(t);
         }
+        // Every live container has its series from the start (at zero), so the first
+        // copy-ups show as an increase, not as a series appearing.
+        for id in live {
+            out.entry(id.hex()).or_default();
+        }
         Ok(out)
     }
 }
@@ -211,5 +216,9 @@ mod tests {
         // Removing `a` removes its series.
         let got = attribution.per_container(&HashSet::from([b])).unwrap();
         assert!(!got.contains_key(&a.hex()));
+        // A live container without copy-ups is reported at zero.
+        let c = CacheId::random();
+        let got = attribution.per_container(&HashSet::from([b, c])).unwrap();
+        assert_eq!(got[&c.hex()].copy_ups(), 0);
     }
 }

@@ -20,7 +20,8 @@
 //!
 //! 5. **Dashboards**, unless `--storage-only`: Debian's Prometheus (`/usr/bin/prometheus` with
 //!    the libraries and loader `ldd` names) runs in the VM from before the workload, scraping
-//!    `/metrics` every second; after the workload init waits for a few scrapes, then runs every
+//!    `/metrics` every second (init waits for its first scrape before the workload, so copy-ups
+//!    land between scrapes); after the workload init waits for a few scrapes, then runs every
 //!    probe-backed Grafana panel query (see [`probe_queries`]) and prints each JSON answer
 //!    between `=== begin query N ===` markers. Each must succeed with data: on the host the
 //!    probe cannot load, so `daemon/tests/dashboards.rs` can only check that they parse.
@@ -84,12 +85,15 @@ scrape_configs:
     static_configs:
       - targets: [\"127.0.0.1:9750\"]
 ";
-/// What init waits for (each with a non-empty result) before running the panel queries: a few
-/// scrapes, with the copy-up series in them, so `rate()` has points to work with.
+/// What init waits for (each with a non-empty result, 120 s at most) before running the panel
+/// queries: a few scrapes with the probe's copy-up series and the scanner's per-container
+/// gauges in them, so `rate()` has points to work with. Not being met fails the run.
 const PROMETHEUS_READY: &[&str] = &[
     "min(count_over_time(strata_probe_up[1m])) >= 5",
     "min(count_over_time(strata_copyup_total[1m])) >= 3",
     "min(count_over_time(strata_container_info[1m])) >= 3",
+    "strata_container_copied_up_bytes > 0",
+    "min(count_over_time(strata_container_rw_bytes[1m])) >= 3",
 ];
 
 const USAGE_OPTIONS: &str = "--timeout SECS, --storage-only, --binaries DIR";
@@ -1463,6 +1467,32 @@ mod tests {
         assert_eq!(bytes.len() % 4, 0);
         assert!(bytes.starts_with(b"070701"));
         assert!(bytes.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+
+    #[test]
+    fn panel_queries_are_substituted_and_url_encoded() {
+        let expr = dashboard_queries::substitute(
+            r#"sum(rate(x{instance=~"$instance", name=~"${container}"}[$__rate_interval]))"#,
+            METRICS_INSTANCE,
+            ".*",
+        )
+        .expect("known variables");
+        assert_eq!(
+            expr,
+            r#"sum(rate(x{instance=~"127.0.0.1:9750", name=~".*"}[1m]))"#
+        );
+        assert_eq!(
+            dashboard_queries::url_encode("a{b=~\".*\"} >= 3"),
+            "a%7Bb%3D~%22.%2A%22%7D%20%3E%3D%203"
+        );
+        assert!(dashboard_queries::substitute("$nope", "i", "c").is_err());
+    }
+
+    #[test]
+    fn probe_queries_come_from_the_dashboards() {
+        let queries = probe_queries().expect("dashboards load");
+        assert!(queries.iter().any(|q| lint_dashboards::uses_probe(&q.expr)));
+        assert!(queries.iter().all(|q| !q.expr.contains('$')));
     }
 
     #[test]

@@ -76,9 +76,19 @@ prom_query() {
     wget -qO- "$PROMETHEUS/api/v1/query?query=$1"
 }
 
-# The dashboards phase (xtask/src/vm.rs): after the workload, wait for a few scrapes, then print
-# Prometheus' answer to every probe-backed panel query for xtask to check.
-dashboards_phase() {
+# prom_wait ENCODED: waits (120 s at most) until the query has a non-empty result.
+prom_wait() {
+    waited=0
+    until prom_query "$1" | grep -q '"result":\[[^]]'; do
+        waited=$((waited + 1))
+        [ "$waited" -gt 120 ] && { echo "init: no data for $1 within 120 s"; return 1; }
+        sleep 1
+    done
+}
+
+# Before the workload: Prometheus answers and has scraped stratad, so the copy-ups land between
+# scrapes and rate() sees them rise.
+prometheus_up() {
     waited=0
     until wget -qO- "$PROMETHEUS/-/ready" >/dev/null 2>&1; do
         kill -0 "$prometheus_pid" 2>/dev/null || return 1
@@ -86,14 +96,15 @@ dashboards_phase() {
         [ "$waited" -gt 120 ] && { echo "init: Prometheus not ready within 120 s"; return 1; }
         sleep 1
     done
-    echo "init: Prometheus is ready"
+    prom_wait strata_probe_up || return 1
+    echo "init: Prometheus is ready and has scraped stratad"
+}
+
+# The dashboards phase (xtask/src/vm.rs): after the workload, wait for a few scrapes, then print
+# Prometheus' answer to every probe-backed panel query for xtask to check.
+dashboards_phase() {
     while read -r ready; do
-        waited=0
-        until prom_query "$ready" | grep -q '"result":\[[^]]'; do
-            waited=$((waited + 1))
-            [ "$waited" -gt 120 ] && { echo "init: no data for $ready within 120 s"; return 1; }
-            sleep 1
-        done
+        prom_wait "$ready" || return 1
     done </strata/prometheus-ready.txt
     echo "init: Prometheus has scraped enough; running the panel queries"
     n=0
@@ -110,7 +121,10 @@ dashboards_phase() {
 
 set -- --root /var/lib/strata --socket "$STRATA_SOCKET"
 if [ "$phases" = all ]; then
-    set -- "$@" --metrics-addr 127.0.0.1:9750
+    # A scan a second: the "Costliest containers" panel reads the scanner's per-container gauges
+    # (strata_container_rw_bytes, strata_container_copied_up_bytes), which the default 30 s
+    # interval would not publish before the dashboards phase.
+    set -- "$@" --metrics-addr 127.0.0.1:9750 --scan-interval 1
     # Before the workload: it takes a while to start under TCG, and should scrape throughout.
     /strata/prometheus --config.file=/strata/prometheus.yml \
         --storage.tsdb.path=/tmp/prometheus --web.listen-address=127.0.0.1:9090 \
@@ -136,6 +150,11 @@ until [ -S "$STRATA_SOCKET" ]; do
     sleep 0.1
 done
 echo "init: stratad is up (pid $stratad_pid)"
+if [ "$phases" = all ] && ! prometheus_up; then
+    section stratad-log cat /tmp/stratad.log
+    section prometheus-log cat /tmp/prometheus.log
+    fail "Prometheus did not come up or scrape stratad"
+fi
 
 PHASES=$phases sh /strata/workload.sh
 workload_status=$?
