@@ -16,6 +16,8 @@
     reason = "test helpers panic with context, like the tests"
 )]
 
+#[path = "../../xtask/src/dashboard_queries.rs"]
+mod dashboard_queries;
 #[path = "../../xtask/src/lint_dashboards.rs"]
 mod lint_dashboards;
 
@@ -259,20 +261,7 @@ fn check_alerts(prometheus: &Prometheus) -> Vec<String> {
 
 /// A panel query as Grafana would send it, for the instance under test.
 fn substitute(expr: &str, instance: &str, container: &str) -> String {
-    let mut out = expr.to_owned();
-    for (variable, value) in [
-        ("__rate_interval", "1m"),
-        ("__interval", "15s"),
-        ("__range", "5m"),
-        ("instance", instance),
-        ("container", container),
-    ] {
-        out = out
-            .replace(&format!("${{{variable}}}"), value)
-            .replace(&format!("${variable}"), value);
-    }
-    assert!(!out.contains('$'), "unknown variable in {expr}");
-    out
+    dashboard_queries::substitute(expr, instance, container).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// GitHub's anchors for the Markdown headings of a document.
@@ -364,7 +353,10 @@ impl Prometheus {
 
     /// An instant query.
     fn query(&self, expr: &str) -> Value {
-        self.get(&format!("/api/v1/query?query={}", percent_encode(expr)))
+        self.get(&format!(
+            "/api/v1/query?query={}",
+            dashboard_queries::url_encode(expr)
+        ))
     }
 
     /// `label_values(selector, label)`, as Grafana's Prometheus datasource runs it.
@@ -378,7 +370,7 @@ impl Prometheus {
         let response = self.get(&format!(
             "/api/v1/label/{}/values?match[]={}",
             label.trim(),
-            percent_encode(selector.trim())
+            dashboard_queries::url_encode(selector.trim())
         ));
         assert_eq!(
             response["status"], "success",
@@ -439,16 +431,4 @@ fn http_get(addr: SocketAddr, path_and_query: &str) -> Option<(u16, String)> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_owned()))
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
