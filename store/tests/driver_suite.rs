@@ -114,6 +114,9 @@ fn driver_suite(driver: &str) {
         "overlay2" => vec![
             "overlay2".into(),
             "overlay2/empty".into(),
+            "overlay2/init".into(),
+            "overlay2/init/dev".into(),
+            "overlay2/init/proc".into(),
             "overlay2/l".into(),
         ],
         _ => vec!["vfs".into()],

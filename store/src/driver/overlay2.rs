@@ -13,6 +13,10 @@ use crate::mounts::{MountSpec, UpperDirs};
 
 const LINK_DIR: &str = "l";
 const EMPTY_DIR: &str = "empty";
+/// The init layer every container stacks right under its upper dir: the mount points exec
+/// needs (`/dev`, `/proc`), like Docker's `<id>-init` layer, so they never show in a diff.
+/// It is the same for every container, so there is one, shared.
+const INIT_DIR: &str = "init";
 
 #[derive(Debug)]
 pub struct Overlay2 {
@@ -25,6 +29,9 @@ impl Overlay2 {
         let home = root.join("overlay2");
         ensure_dir(&home.join(LINK_DIR))?;
         ensure_dir(&home.join(EMPTY_DIR))?;
+        for (sub, mode) in [(INIT_DIR, 0o755), ("init/dev", 0o755), ("init/proc", 0o555)] {
+            make_dir(&home.join(sub), mode, true)?;
+        }
         Ok(Self { home })
     }
 
@@ -122,32 +129,14 @@ impl Driver for Overlay2 {
     }
 
     fn create_rw(&self, id: CacheId, _chain: &[(CacheId, String)]) -> Result<(), DriverError> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = self.layer_dir(id);
         // The upper dir's root becomes the container's `/`, so it needs 0755 (a 0700 root
-        // would lock non-root users out). The init layer holds the mount points exec needs
-        // (`/dev`, `/proc`), like Docker's `<id>-init` layer, so they never show in the diff.
-        // No fsync: these empty directories are re-created by start-up reconcile if a crash
-        // loses them (`Driver::create_rw` is idempotent), which keeps a create to one fsync,
-        // the record's.
+        // would lock non-root users out). No fsync: these empty directories are re-created by
+        // start-up reconcile if a crash loses them (this function is idempotent), which keeps
+        // a create to one fsync, the record's.
         let made = ensure_dir(&dir).and_then(|()| {
-            for (sub, mode) in [
-                ("diff", 0o755),
-                ("work", 0o700),
-                ("merged", 0o755),
-                ("init", 0o755),
-                ("init/dev", 0o755),
-                ("init/proc", 0o555),
-            ] {
-                let path = dir.join(sub);
-                match std::fs::DirBuilder::new().mode(mode).create(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                        return Err(io_err("creating", &path)(e));
-                    }
-                    _ => {}
-                }
-                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                    .map_err(io_err("chmod", &path))?;
+            for (sub, mode) in [("diff", 0o755), ("work", 0o700), ("merged", 0o755)] {
+                make_dir(&dir.join(sub), mode, false)?;
             }
             Ok(())
         });
@@ -158,8 +147,7 @@ impl Driver for Overlay2 {
     }
 
     fn rw_mount(&self, id: CacheId, chain: &[(CacheId, String)]) -> MountSpec {
-        let init = Path::new(&id.hex()).join("init");
-        let lower = std::iter::once(init)
+        let lower = std::iter::once(PathBuf::from(INIT_DIR))
             .chain(
                 chain
                     .iter()
@@ -191,7 +179,7 @@ impl Driver for Overlay2 {
     }
 
     fn stored_ids(&self) -> Result<Vec<String>, DriverError> {
-        list_names(&self.home, &[LINK_DIR, EMPTY_DIR])
+        list_names(&self.home, &[LINK_DIR, EMPTY_DIR, INIT_DIR])
     }
 
     fn remove_orphan(&self, name: &str) -> Result<(), DriverError> {
@@ -204,6 +192,39 @@ impl Driver for Overlay2 {
         }
         remove_tree(&dir)
     }
+}
+
+/// `mkdir` with exactly `mode`: the process umask only matters when it would clear bits of
+/// `mode`, so the extra `chmod` is skipped in the usual case (umask 022). `exist_ok` keeps an
+/// existing directory (and fixes its mode).
+fn make_dir(path: &Path, mode: u32, exist_ok: bool) -> Result<(), DriverError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let existed = match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => false,
+        Err(e) if exist_ok && e.kind() == std::io::ErrorKind::AlreadyExists => true,
+        Err(e) => return Err(io_err("creating", path)(e)),
+    };
+    if existed || mode & process_umask() != 0 {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(io_err("chmod", path))?;
+    }
+    Ok(())
+}
+
+/// The process umask, read once from `/proc/self/status` (reading it with umask(2) would
+/// change it, racing other threads). Unknown reads as "everything masked", so modes are fixed.
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_owned()))
+            })
+            .and_then(|v| u32::from_str_radix(&v, 8).ok())
+            .unwrap_or(0o777)
+    })
 }
 
 /// Directory entry names of `dir`, except `skip`.
