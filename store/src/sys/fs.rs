@@ -82,17 +82,36 @@ pub(crate) fn open_dir_beneath(
         libc::O_RDONLY
     };
     let flags = access | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    match openat2(root, rel, flags, resolve) {
+        // Kernels before 5.6, or a seccomp profile that hides openat2: walk one component
+        // at a time with O_NOFOLLOW, which gives the same guarantees for paths without `..`.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            open_dir_walk(root, rel, flags)
+        }
+        opened => opened,
+    }
+}
+
+/// `openat2(2)` of `rel` under `dir` with `resolve` flags, retried on `EAGAIN` (a concurrent
+/// rename raced the lookup; the man page asks for a retry) and `EINTR`.
+fn openat2(
+    dir: BorrowedFd<'_>,
+    rel: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain old data for which all-zero is the documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = u64::try_from(flags).unwrap_or_default();
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     loop {
         // SAFETY: `how` and `rel` are valid for the duration of the call and the size passed is
         // the size of `how`; the returned fd, if any, is owned by nobody else.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                root.as_raw_fd(),
+                dir.as_raw_fd(),
                 rel.as_ptr(),
                 &raw const how,
                 std::mem::size_of::<libc::open_how>(),
@@ -104,14 +123,8 @@ pub(crate) fn open_dir_beneath(
             return owned(fd);
         }
         let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            // openat2(2): EAGAIN when a concurrent rename raced the lookup; retrying is what the
-            // man page asks for.
-            Some(libc::EAGAIN | libc::EINTR) => {}
-            // Kernels before 5.6, or a seccomp profile that hides openat2: walk one component
-            // at a time with O_NOFOLLOW, which gives the same guarantees for paths without `..`.
-            Some(libc::ENOSYS | libc::EPERM) => return open_dir_walk(root, rel, flags),
-            _ => return Err(err),
+        if !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
+            return Err(err);
         }
     }
 }
@@ -454,65 +467,42 @@ fn read_dir_names(fd: BorrowedFd<'_>) -> io::Result<Vec<(CString, Option<bool>)>
 /// inside `root`), for reading a container's files from the host without following its
 /// symlinks out.
 pub(crate) fn open_in_root(root: &Path, rel: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let root_fd = open_dir(root)?;
-    let rel = cstring(rel.trim_start_matches('/').as_bytes())?;
-    let rel = if rel.as_bytes().is_empty() {
-        cstring(b".")?
-    } else {
-        rel
-    };
-    // SAFETY: open_how is plain old data for which all-zero is the documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = u64::try_from(flags | libc::O_CLOEXEC).unwrap_or_default();
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    loop {
-        // SAFETY: `how` and `rel` outlive the call; the size is the size of `how`.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root_fd.as_raw_fd(),
-                rel.as_ptr(),
-                &raw const how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        let fd = i32::try_from(ret)
-            .map_err(|_| io::Error::other("openat2 returned an impossible fd"))?;
-        // SAFETY: openat2 returned a new descriptor that nothing else owns.
-        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
+    in_root(open_dir(root)?.as_fd(), rel, flags)
+}
+
+/// [`open_in_root`] with the root already open.
+fn in_root(root: BorrowedFd<'_>, rel: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let rel = rel.trim_start_matches('/');
+    let rel = cstring(if rel.is_empty() { b"." } else { rel.as_bytes() })?;
+    openat2(
+        root,
+        &rel,
+        flags | libc::O_CLOEXEC,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// `mkdir -p` of `rel` inside `root`, resolving every component as the container would
 /// (`RESOLVE_IN_ROOT`), and returns the host path of the resulting directory, which is
 /// always under `root`.
 pub(crate) fn mkdir_all_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    let root_fd = open_dir(root)?;
+    let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
     let mut prefix = String::new();
     for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
-        let parent = if prefix.is_empty() {
-            ".".to_owned()
-        } else {
-            prefix.clone()
-        };
+        let parent_rel = prefix.clone();
         prefix = if prefix.is_empty() {
             part.to_owned()
         } else {
             format!("{prefix}/{part}")
         };
-        match open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY) {
+        match in_root(root_fd.as_fd(), &prefix, dir_flags) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let dir = open_in_root(root, &parent, libc::O_PATH | libc::O_DIRECTORY)?;
+                let parent = in_root(root_fd.as_fd(), &parent_rel, dir_flags)?;
                 let name = cstring(part.as_bytes())?;
-                // SAFETY: `dir` is an open directory and `name` a valid C string.
-                let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) };
+                // SAFETY: `parent` is an open directory and `name` a valid C string.
+                let rc = unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) };
                 if rc < 0 {
                     let e = io::Error::last_os_error();
                     if e.raw_os_error() != Some(libc::EEXIST) {
@@ -523,7 +513,7 @@ pub(crate) fn mkdir_all_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
             Err(e) => return Err(e),
         }
     }
-    let fd = open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY)?;
+    let fd = in_root(root_fd.as_fd(), &prefix, dir_flags)?;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     if !real.starts_with(root) {
         return Err(io::Error::other(format!(
