@@ -137,50 +137,15 @@ pub(crate) fn bench_probe(options: &Options) -> Result<ExitCode> {
         boot.elapsed.as_secs_f64()
     );
 
-    let result = match &boot.outcome {
-        vm::Outcome::Success => {
-            let sections = vm::sections(&boot.console);
-            match sections.get("probe-bench") {
-                Some(lines) => parse(lines)
-                    .map_err(|e| vec![format!("parsing the probe-bench section: {e:#}")])
-                    .and_then(|run| check(&run, options).map(|()| report(&run))),
-                None => Err(vec!["no probe-bench section on the console".to_owned()]),
-            }
+    let verdict = boot.verdict(options.timeout, || {
+        match vm::sections(&boot.console).get("probe-bench") {
+            Some(lines) => parse(lines)
+                .map_err(|e| vec![format!("parsing the probe-bench section: {e:#}")])
+                .and_then(|run| check(&run, options).map(|()| report(&run))),
+            None => Err(vec!["no probe-bench section on the console".to_owned()]),
         }
-        vm::Outcome::Failure(why) => Err(vec![format!("init reported failure: {why}")]),
-        vm::Outcome::Panic(line) => Err(vec![format!("kernel panic: {line}")]),
-        vm::Outcome::Timeout => Err(vec![format!(
-            "no init result within {} s; QEMU killed",
-            options.timeout.as_secs()
-        )]),
-        vm::Outcome::Exited(status) => Err(vec![format!(
-            "QEMU exited ({status}) before init printed a result"
-        )]),
-    };
-    match result {
-        Ok(table) => {
-            print!("{table}");
-            println!(
-                "xtask: bench probe: {timings} (console: {})",
-                console_log.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(failures) => {
-            println!("---- VM console ----");
-            print!("{}", boot.console);
-            println!("---- end of VM console ----");
-            println!("xtask: bench probe: {timings}");
-            for failure in &failures {
-                println!("xtask: bench probe: FAILED: {failure}");
-            }
-            println!(
-                "xtask: bench probe: console saved to {}",
-                console_log.display()
-            );
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    });
+    Ok(boot.report("bench probe", verdict, &timings, &console_log))
 }
 
 /// The probe's figures after one attached block.

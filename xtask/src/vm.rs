@@ -239,38 +239,61 @@ pub(crate) fn vm_test(options: &Options) -> Result<ExitCode> {
         boot.elapsed.as_secs_f64(),
     );
 
-    let verdict = match &boot.outcome {
-        Outcome::Success => check(&boot.console, options, &queries),
-        Outcome::Failure(why) => Err(vec![format!("init reported failure: {why}")]),
-        Outcome::Panic(line) => Err(vec![format!("kernel panic: {line}")]),
-        Outcome::Timeout => Err(vec![format!(
-            "no init result within {} s; QEMU killed",
-            options.timeout.as_secs()
-        )]),
-        Outcome::Exited(status) => Err(vec![format!(
-            "QEMU exited ({status}) before init printed a result"
-        )]),
-    };
-    match verdict {
-        Ok(figures) => {
-            print!("{figures}");
-            println!("xtask: vm-test: {timings}");
-            println!(
-                "xtask: vm-test: passed (console: {})",
-                console_log.display()
-            );
-            Ok(ExitCode::SUCCESS)
+    let verdict = boot.verdict(options.timeout, || check(&boot.console, options, &queries));
+    Ok(boot.report("vm-test", verdict, &timings, &console_log))
+}
+
+impl Boot {
+    /// `on_success` (the caller's checks of the console, giving the figures to print) when init
+    /// reported success; every other outcome is a failure that names it.
+    pub(crate) fn verdict(
+        &self,
+        timeout: Duration,
+        on_success: impl FnOnce() -> Result<String, Vec<String>>,
+    ) -> Result<String, Vec<String>> {
+        match &self.outcome {
+            Outcome::Success => on_success(),
+            Outcome::Failure(why) => Err(vec![format!("init reported failure: {why}")]),
+            Outcome::Panic(line) => Err(vec![format!("kernel panic: {line}")]),
+            Outcome::Timeout => Err(vec![format!(
+                "no init result within {} s; QEMU killed",
+                timeout.as_secs()
+            )]),
+            Outcome::Exited(status) => Err(vec![format!(
+                "QEMU exited ({status}) before init printed a result"
+            )]),
         }
-        Err(failures) => {
-            println!("---- VM console ----");
-            print!("{}", boot.console);
-            println!("---- end of VM console ----");
-            println!("xtask: vm-test: {timings}");
-            for failure in &failures {
-                println!("xtask: vm-test: FAILED: {failure}");
+    }
+
+    /// Prints the figures, or every failure with the whole console; the exit code.
+    pub(crate) fn report(
+        &self,
+        label: &str,
+        verdict: Result<String, Vec<String>>,
+        timings: &str,
+        console_log: &Path,
+    ) -> ExitCode {
+        match verdict {
+            Ok(figures) => {
+                print!("{figures}");
+                println!("xtask: {label}: {timings}");
+                println!(
+                    "xtask: {label}: passed (console: {})",
+                    console_log.display()
+                );
+                ExitCode::SUCCESS
             }
-            println!("xtask: vm-test: console saved to {}", console_log.display());
-            Ok(ExitCode::FAILURE)
+            Err(failures) => {
+                println!("---- VM console ----");
+                print!("{}", self.console);
+                println!("---- end of VM console ----");
+                println!("xtask: {label}: {timings}");
+                for failure in &failures {
+                    println!("xtask: {label}: FAILED: {failure}");
+                }
+                println!("xtask: {label}: console saved to {}", console_log.display());
+                ExitCode::FAILURE
+            }
         }
     }
 }
