@@ -315,7 +315,7 @@ impl Store {
 
     /// A summary for `system info`.
     pub fn info(&self) -> Result<StoreInfo, Error> {
-        let r = self.db.read()?;
+        let counts = self.db.read()?.counts()?;
         let fs = nix::sys::statvfs::statvfs(&self.root)
             .map_err(|e| Error::io("statvfs", &self.root)(e.into()))?;
         let frsize = fs.fragment_size();
@@ -324,10 +324,10 @@ impl Store {
             driver: self.driver.name().to_owned(),
             overlay_mount_api: mounts::overlay_api_name().to_owned(),
             schema_version: SCHEMA_VERSION,
-            layers: r.layers()?.len(),
-            images: r.images()?.len(),
-            containers: r.containers()?.len(),
-            volumes: r.volumes()?.len(),
+            layers: counts.layers,
+            images: counts.images,
+            containers: counts.containers,
+            volumes: counts.volumes,
             fs_size_bytes: fs.blocks() * frsize,
             fs_avail_bytes: fs.blocks_available() * frsize,
             fs_files: fs.files(),

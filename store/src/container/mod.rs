@@ -123,44 +123,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Measures the volumes whose recorded size is older than `max_age` and records the new
-    /// sizes (containers' writable layers are measured by [`Store::scan_writable_layers`]).
-    /// Meant for a background task: it walks volumes outside any transaction. Returns how
-    /// many volumes were measured.
-    pub fn refresh_volume_sizes(&self, max_age: std::time::Duration) -> Result<usize, Error> {
-        let stale: Vec<String> = self
-            .db
-            .read()?
-            .volumes()?
-            .into_iter()
-            .filter(|v| {
-                v.size.is_none_or(|(_, at)| {
-                    crate::store::now().saturating_sub(at) >= max_age.as_secs()
-                })
-            })
-            .map(|v| v.name)
-            .collect();
-        let measured: Vec<_> = stale
-            .iter()
-            .map(|name| {
-                (
-                    name,
-                    crate::usage::dir_bytes(&self.volume_data(name)),
-                    crate::store::now(),
-                )
-            })
-            .collect();
-        let txn = self.db.write()?;
-        for (name, bytes, at) in &measured {
-            if let Some(mut v) = txn.volume(name)? {
-                v.size = Some((*bytes, *at));
-                txn.put_volume(&v)?;
-            }
-        }
-        txn.commit()?;
-        Ok(measured.len())
-    }
-
     /// `container inspect`.
     pub fn inspect_container(&self, reference: &str) -> Result<ContainerSummary, Error> {
         let r = self.db.read()?;

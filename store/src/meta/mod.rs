@@ -9,7 +9,7 @@ mod tests;
 
 use std::path::Path;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub use codec::CodecError;
 pub use records::{
@@ -123,6 +123,15 @@ impl MetaDb {
     }
 }
 
+/// How many records each kind has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub layers: usize,
+    pub images: usize,
+    pub containers: usize,
+    pub volumes: usize,
+}
+
 /// Reads shared by read and write transactions.
 pub trait Reads {
     fn layer(&self, id: &ChainId) -> Result<Option<LayerRecord>, MetaError>;
@@ -136,6 +145,8 @@ pub trait Reads {
     fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, MetaError>;
     fn container_by_name(&self, name: &str) -> Result<Option<ContainerRecord>, MetaError>;
     fn volumes(&self) -> Result<Vec<VolumeRecord>, MetaError>;
+    /// Numbers of layers, images, containers and volumes, without decoding a record.
+    fn counts(&self) -> Result<RecordCounts, MetaError>;
 }
 
 fn get_record<T, K>(
@@ -199,6 +210,15 @@ macro_rules! impl_reads {
             }
             fn volumes(&self) -> Result<Vec<VolumeRecord>, MetaError> {
                 all_records(&self.txn.open_table(VOLUMES)?, "volumes")
+            }
+            fn counts(&self) -> Result<RecordCounts, MetaError> {
+                let len = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+                Ok(RecordCounts {
+                    layers: len(self.txn.open_table(LAYERS)?.len()?),
+                    images: len(self.txn.open_table(IMAGES)?.len()?),
+                    containers: len(self.txn.open_table(CONTAINERS)?.len()?),
+                    volumes: len(self.txn.open_table(VOLUMES)?.len()?),
+                })
             }
             fn container(&self, id: &CacheId) -> Result<Option<ContainerRecord>, MetaError> {
                 get_record(
