@@ -20,6 +20,8 @@ pub enum OpenError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Driver(#[from] DriverError),
+    #[error("starting the background worker threads: {0}")]
+    Janitor(io::Error),
 }
 
 /// An import was refused or failed. The store is as it was before: no records, no directories.

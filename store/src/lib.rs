@@ -22,6 +22,7 @@ pub mod driver;
 mod error;
 pub mod ids;
 mod image;
+mod janitor;
 mod layer;
 pub mod meta;
 pub mod mounts;

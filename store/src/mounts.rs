@@ -231,6 +231,16 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
     }
 }
 
+/// Takes the mount at `target` out of the mount tree at once (`MNT_DETACH`); the filesystem's
+/// teardown (for an overlay, a sync of its upper filesystem) runs when its last reference
+/// goes, here or on the janitor's thread.
+pub(crate) fn detach(target: &Path) -> Result<(), MountError> {
+    sys::unmount(target, true).map_err(|source| MountError::Unmount {
+        target: target.to_path_buf(),
+        source,
+    })
+}
+
 /// Mount points at or below `root`, deepest first (the order to unmount them), read from
 /// `/proc/self/mountinfo`.
 pub fn mounts_under(root: &Path) -> io::Result<Vec<PathBuf>> {

@@ -2,14 +2,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::container::MountTable;
 use crate::driver::{self, Driver};
 use crate::error::{Error, OpenError};
 use crate::ids::CacheId;
+use crate::janitor::Janitor;
 use crate::meta::{MetaDb, Reads, SCHEMA_VERSION};
 use crate::mounts;
 
@@ -37,7 +39,7 @@ pub struct ReconcileReport {
     pub removed_orphans: Vec<String>,
     pub unmounted_stale: Vec<PathBuf>,
     pub reset_views: Vec<String>,
-    /// Container mounts the kernel had but the records did not count (adopted, count 1).
+    /// Container overlays the kernel had mounted, adopted as one mount reference each.
     pub adopted_mounts: Vec<PathBuf>,
 }
 
@@ -51,6 +53,10 @@ pub struct Store {
     execs: Mutex<HashMap<CacheId, Vec<i32>>>,
     /// Told when container overlays come and go (the daemon's copy-up attribution).
     observer: std::sync::RwLock<Option<MountObserver>>,
+    /// Mount references per container; the kernel's mount table is their truth at start-up.
+    pub(crate) container_mounts: Arc<MountTable>,
+    /// Deletes discarded directories and finishes unmounts in the background.
+    pub(crate) janitor: Janitor,
 }
 
 impl std::fmt::Debug for Store {
@@ -94,12 +100,15 @@ impl Store {
         })?;
         let db = MetaDb::open(&root.join("meta.redb")).map_err(OpenError::from)?;
         let driver = driver::by_name(&opts.driver, &root).map_err(OpenError::from)?;
+        let janitor = Janitor::start().map_err(OpenError::Janitor)?;
         let store = Self {
             root,
             db,
             driver,
             execs: Mutex::new(HashMap::new()),
             observer: std::sync::RwLock::new(None),
+            container_mounts: Arc::default(),
+            janitor,
         };
         let report = store.reconcile()?;
         Ok((store, report))
@@ -132,23 +141,22 @@ impl Store {
     }
 
     /// Device numbers of every mounted container overlay, for an observer starting up.
-    pub fn mounted_container_devices(&self) -> Result<Vec<(CacheId, u64)>, Error> {
+    pub fn mounted_container_devices(&self) -> Vec<(CacheId, u64)> {
         use std::os::unix::fs::MetadataExt;
-        let r = self.db.read()?;
-        Ok(r.containers()?
-            .into_iter()
-            .filter(|c| c.mounted > 0)
-            .filter_map(|c| {
-                std::fs::metadata(self.driver.merged_dir(c.id))
+        self.container_mounts
+            .mounted()
+            .into_keys()
+            .filter_map(|id| {
+                std::fs::metadata(self.driver.merged_dir(id))
                     .ok()
-                    .map(|m| (c.id, m.dev()))
+                    .map(|m| (id, m.dev()))
             })
-            .collect())
+            .collect()
     }
 
     /// Removes a directory whose record is gone: renamed into `tmp/` at once (one syscall, so
-    /// the caller need not wait for a deep tree), deleted by a background thread. A crash in
-    /// between leaves it in `tmp/`, which start-up empties.
+    /// the caller need not wait for a deep tree), deleted by the janitor. A crash in between
+    /// leaves it in `tmp/`, which start-up empties.
     pub(crate) fn discard(&self, dir: &Path) -> Result<(), Error> {
         let trash = self
             .tmp_dir()
@@ -158,17 +166,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io("moving to the trash", dir)(e)),
         }
-        let spawned = std::thread::Builder::new().name("strata-discard".into()).spawn({
-            let trash = trash.clone();
-            move || {
-                if let Err(e) = std::fs::remove_dir_all(&trash) {
-                    tracing::warn!(path = %trash.display(), error = %e, "could not delete discarded directory");
-                }
-            }
-        });
-        if spawned.is_err() {
-            std::fs::remove_dir_all(&trash).map_err(Error::io("removing", &trash))?;
-        }
+        self.janitor.delete(trash);
         Ok(())
     }
 
@@ -258,7 +256,7 @@ impl Store {
             .map_err(Error::io("reading mountinfo for", &self.root))?
             .into_iter()
             .collect();
-        for mut c in containers.iter().cloned() {
+        for c in &containers {
             let merged = self.driver.merged_dir(c.id);
             if !merged.exists() {
                 // A crash right after `create` may lose its (unsynced, still empty) dirs.
@@ -271,17 +269,10 @@ impl Store {
                 }
                 self.driver.create_rw(c.id, &chain)?;
             }
-            if c.mounted > 0 && !all_mounts.contains(&merged) {
-                tracing::info!(container = %c.name, "container was mounted before a restart; resetting its mount count");
-                c.mounted = 0;
-                txn.put_container(&c)?;
-            } else if c.mounted == 0 && all_mounts.contains(&merged) {
-                // Mount counts are committed without an fsync: a crash can lose the count of
-                // a mount the kernel still has. Adopt it rather than pull it from under its
-                // users.
-                tracing::info!(container = %c.name, "adopting a mount the record did not count");
-                c.mounted = 1;
-                txn.put_container(&c)?;
+            if all_mounts.contains(&merged) {
+                tracing::info!(container = %c.name, "adopting the container's mount as one reference");
+                self.container_mounts.adopt(c.id);
+                self.janitor.hold(c.id, merged.clone());
                 report.adopted_mounts.push(merged);
             }
         }

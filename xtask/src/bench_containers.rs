@@ -3,15 +3,16 @@
 //!
 //! - Create cycle: Strata's create, mount, unmount and remove of one container through its API
 //!   against Docker's `POST /containers/create` and `DELETE /containers/{id}` (dockerd 20.10
-//!   mounts and unmounts the new layer inside create, to prepare volumes). Cycles alternate
-//!   between the daemons, so noise from other work on the shared machine falls on both; p50 and
-//!   p99 are reported, with Strata's time per step.
+//!   mounts and unmounts the new layer inside create, to prepare volumes). Blocks of cycles
+//!   alternate between the daemons (ABBA), so noise from other work on the shared machine
+//!   falls on both; p50 and p99 are reported, with each daemon's time per step.
 //! - Listing: many containers created concurrently through each API, then `strata container ls
 //!   -a --json` and `docker ps -a --format '{{json .}}'` timed end to end (medians), and each
 //!   daemon's list endpoint alone, which tells the CLI's share from the daemon's.
 //!
-//! Both daemons are driven by the same small HTTP client over a kept-alive unix socket
-//! connection, so the comparison measures the daemons, not clients or process start-up.
+//! Both daemons are driven by the same small HTTP client (in a release build of xtask) over a
+//! kept-alive unix socket connection, so the comparison measures the daemons, not clients or
+//! process start-up.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -34,6 +35,10 @@ use crate::{bench, workspace_root};
 const IMAGE: &str = "strata-bench/busybox:latest";
 /// Unrecorded cycles per daemon before measuring: caches, allocator, first-use paths.
 const WARM_UP_CYCLES: usize = 10;
+/// Cycles in a row on one daemon. Blocks alternate ABBA between the daemons, so drift over the
+/// run falls on both, while the background work a daemon leaves after its cycles (deletions,
+/// syncs) mostly lands on its own next cycle rather than on the other daemon's.
+const CYCLE_BLOCK: usize = 25;
 /// Requests in flight while filling a daemon with containers.
 const CREATE_WORKERS: usize = 8;
 /// Issue 3's targets.
@@ -446,7 +451,7 @@ pub(crate) fn containers(options: &Options) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Warms up, then runs `count` cycles on each daemon, alternating.
+/// Warms up, then runs `count` cycles on each daemon, in alternating blocks.
 async fn create_cycles(daemons: &Daemons, count: usize) -> Result<Vec<Cycles>> {
     let mut sides = vec![(
         Side::Strata,
@@ -460,22 +465,31 @@ async fn create_cycles(daemons: &Daemons, count: usize) -> Result<Vec<Cycles>> {
             Cycles::new(Side::Docker, count),
         ));
     }
-    eprintln!("create cycles: {WARM_UP_CYCLES} warm-up, then {count} measured, alternating");
+    eprintln!(
+        "create cycles: {WARM_UP_CYCLES} warm-up, then {count} measured, in alternating blocks of {CYCLE_BLOCK}"
+    );
     for (side, api, _) in &mut sides {
         for _ in 0..WARM_UP_CYCLES {
             side.cycle(api).await?;
         }
     }
     let start = Instant::now();
-    for i in 0..count {
+    for (block, first) in (0..count).step_by(CYCLE_BLOCK).enumerate() {
+        // ABBA: each daemon goes first in every other pair of blocks.
+        if block % 2 == 1 {
+            sides.reverse();
+        }
         for (side, api, cycles) in &mut sides {
-            let times = side
-                .cycle(api)
-                .await
-                .with_context(|| format!("{} cycle {i}", side.name()))?;
-            cycles.record(&times);
+            for i in first..count.min(first + CYCLE_BLOCK) {
+                let times = side
+                    .cycle(api)
+                    .await
+                    .with_context(|| format!("{} cycle {i}", side.name()))?;
+                cycles.record(&times);
+            }
         }
     }
+    sides.sort_by_key(|(side, _, _)| *side != Side::Strata);
     eprintln!("  done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(sides.into_iter().map(|(_, _, cycles)| cycles).collect())
 }
@@ -595,7 +609,7 @@ fn print_summary(options: &Options, cycles: &[Cycles], strata: &Listing, docker:
 
     println!();
     println!(
-        "containers benchmark: {} create cycles per daemon (after {WARM_UP_CYCLES} warm-up, alternating), \
+        "containers benchmark: {} create cycles per daemon (after {WARM_UP_CYCLES} warm-up, blocks of {CYCLE_BLOCK} alternating), \
          listing medians of {} runs",
         options.cycles, options.runs
     );

@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         Some("test") => test(rest_after_dashes(&args[1..])),
         Some("run") => run(rest_after_dashes(&args[1..])),
         Some("build-probe") => probe::build_probe().map(|()| ExitCode::SUCCESS),
+        Some("bench") if cfg!(debug_assertions) => optimized(&args),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("import") => bench::Options::parse(&args[2..]).and_then(|o| bench::import(&o)),
             Some("containers") => bench_containers::Options::parse(&args[2..])
@@ -101,6 +102,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs this task again from a release build of xtask: a benchmark's own client (HTTP, JSON,
+/// timing loops) must not be the slow part of what it measures.
+fn optimized(args: &[String]) -> Result<ExitCode> {
+    let status = cargo()
+        .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .status()
+        .context("running the release build of xtask")?;
+    Ok(exit_code(status))
 }
 
 /// Arguments after an optional leading `--`.

@@ -58,9 +58,7 @@ pub(super) async fn create(
         working_dir: body.workdir,
         user: body.user,
     };
-    blocking(&state, move |s| s.create_container(&opts))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.create_container(&opts)).map(Json)
 }
 
 /// Sizes come from the records, as last measured by the background refresher: listing never
@@ -68,18 +66,14 @@ pub(super) async fn create(
 pub(super) async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ContainerSummary>>, ApiError> {
-    blocking(&state, strata_store::Store::list_containers)
-        .await
-        .map(Json)
+    blocking(&state, strata_store::Store::list_containers).map(Json)
 }
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> Result<Json<ContainerSummary>, ApiError> {
-    blocking(&state, move |s| s.inspect_container(&q.reference))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.inspect_container(&q.reference)).map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,7 +86,6 @@ pub(super) async fn mount(
     Query(q): Query<RefQuery>,
 ) -> Result<Json<MountedContainer>, ApiError> {
     blocking(&state, move |s| s.mount_container(&q.reference))
-        .await
         .map(|path| Json(MountedContainer { path }))
 }
 
@@ -101,7 +94,6 @@ pub(super) async fn unmount(
     Query(q): Query<RefQuery>,
 ) -> Result<Json<super::images::Unmounted>, ApiError> {
     blocking(&state, move |s| s.unmount_container(&q.reference, q.all))
-        .await
         .map(|remaining| Json(super::images::Unmounted { remaining }))
 }
 
@@ -109,9 +101,7 @@ pub(super) async fn diff(
     State(state): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> Result<Json<Vec<Change>>, ApiError> {
-    blocking(&state, move |s| s.container_changes(&q.reference))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.container_changes(&q.reference)).map(Json)
 }
 
 pub(super) async fn commit(
@@ -127,7 +117,6 @@ pub(super) async fn commit(
     blocking(&state, move |s| {
         s.commit_container(&q.reference, tag.as_ref())
     })
-    .await
     .map(Json)
 }
 
@@ -141,7 +130,6 @@ pub(super) async fn remove(
     Query(q): Query<RefQuery>,
 ) -> Result<Json<RemovedContainer>, ApiError> {
     blocking(&state, move |s| s.remove_container(&q.reference, q.force))
-        .await
         .map(|name| Json(RemovedContainer { name }))
 }
 
@@ -168,7 +156,7 @@ pub(super) async fn exec(
     let spec: ExecRequest = serde_json::from_str(q.spec.as_deref().unwrap_or("{}"))
         .map_err(|e| ApiError::bad_request(format!("exec spec: {e}")))?;
     let reference = q.reference.clone();
-    blocking(&state, move |s| s.inspect_container(&reference)).await?;
+    blocking(&state, move |s| s.inspect_container(&reference))?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let store = state.store.clone();
     tokio::spawn(async move {

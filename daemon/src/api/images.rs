@@ -143,18 +143,14 @@ impl io::Read for BodyReader {
 pub(super) async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ImageSummary>>, ApiError> {
-    blocking(&state, strata_store::Store::list_images)
-        .await
-        .map(Json)
+    blocking(&state, strata_store::Store::list_images).map(Json)
 }
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> Result<Json<ImageDetails>, ApiError> {
-    blocking(&state, move |s| s.inspect_image(&q.reference))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.inspect_image(&q.reference)).map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,7 +168,7 @@ pub(super) async fn tag(
         .parse()
         .map_err(|e: strata_store::ids::IdError| ApiError::bad_request(e.to_string()))?;
     let tag = target.to_string();
-    let id = blocking(&state, move |s| s.tag_image(&q.source, &target)).await?;
+    let id = blocking(&state, move |s| s.tag_image(&q.source, &target))?;
     Ok(Json(Tagged {
         id: id.to_string(),
         tag,
@@ -183,9 +179,7 @@ pub(super) async fn remove(
     State(state): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> Result<Json<RemovedImage>, ApiError> {
-    blocking(&state, move |s| s.remove_image(&q.reference, q.force))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.remove_image(&q.reference, q.force)).map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -202,9 +196,7 @@ pub(super) async fn mount(
     State(state): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> Result<Json<Mounted>, ApiError> {
-    blocking(&state, move |s| s.mount_image(&q.reference))
-        .await
-        .map(|path| Json(Mounted { path }))
+    blocking(&state, move |s| s.mount_image(&q.reference)).map(|path| Json(Mounted { path }))
 }
 
 pub(super) async fn unmount(
@@ -212,7 +204,6 @@ pub(super) async fn unmount(
     Query(q): Query<RefQuery>,
 ) -> Result<Json<Unmounted>, ApiError> {
     blocking(&state, move |s| s.unmount_image(&q.reference, q.all))
-        .await
         .map(|remaining| Json(Unmounted { remaining }))
 }
 

@@ -16,18 +16,14 @@ pub(super) struct LayerQuery {
 pub(super) async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<LayerSummary>>, ApiError> {
-    blocking(&state, strata_store::Store::list_layers)
-        .await
-        .map(Json)
+    blocking(&state, strata_store::Store::list_layers).map(Json)
 }
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
     Query(q): Query<LayerQuery>,
 ) -> Result<Json<LayerSummary>, ApiError> {
-    blocking(&state, move |s| s.inspect_layer(&q.id))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.inspect_layer(&q.id)).map(Json)
 }
 
 /// Streams the layer tar. The layer is resolved first so a bad id gets a proper status; an
@@ -37,7 +33,7 @@ pub(super) async fn export(
     Query(q): Query<LayerQuery>,
 ) -> Result<Response, ApiError> {
     let id = q.id.clone();
-    let layer = blocking(&state, move |s| s.inspect_layer(&id)).await?;
+    let layer = blocking(&state, move |s| s.inspect_layer(&id))?;
     let (mut writer, body) = ChannelWriter::new();
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {

@@ -110,14 +110,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs a store call on the blocking pool.
-pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
-where
-    F: FnOnce(&Store) -> Result<T, strata_store::Error> + Send + 'static,
-    T: Send + 'static,
-{
-    let store = state.store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+/// Runs a store call, which blocks (an fsync, a mount), on this worker thread after handing
+/// the worker's other tasks to another thread (`block_in_place`; stratad's runtime is
+/// multi-threaded). `spawn_blocking` would cost two thread hand-offs per request, about
+/// 0.15 ms per create-mount-unmount-remove cycle on a 2-vCPU VM (measured side by side).
+/// Nothing else runs in a handler's task meanwhile, so nothing waits on it; long streams
+/// (import, export, exec) use `spawn_blocking` themselves.
+pub(crate) fn blocking<T>(
+    state: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, strata_store::Error>,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::block_in_place(|| f(&state.store))?)
 }
 
 pub fn router(state: AppState) -> Router {

@@ -89,6 +89,5 @@ pub(super) async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, 
             containers: rows,
         })
     })
-    .await
     .map(Json)
 }

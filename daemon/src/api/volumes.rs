@@ -38,7 +38,6 @@ pub(super) async fn create(
     blocking(&state, move |s| {
         s.create_volume(body.name.as_deref(), body.labels)
     })
-    .await
     .map(Json)
 }
 
@@ -46,18 +45,14 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<VolumeSummary>>, ApiError> {
-    blocking(&state, move |s| s.list_volumes(q.dangling))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.list_volumes(q.dangling)).map(Json)
 }
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
     Query(q): Query<NameQuery>,
 ) -> Result<Json<VolumeSummary>, ApiError> {
-    blocking(&state, move |s| s.inspect_volume(&q.name))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.inspect_volume(&q.name)).map(Json)
 }
 
 pub(super) async fn remove(
@@ -65,16 +60,12 @@ pub(super) async fn remove(
     Query(q): Query<NameQuery>,
 ) -> Result<Json<String>, ApiError> {
     let name = q.name.clone();
-    blocking(&state, move |s| s.remove_volume(&q.name))
-        .await
-        .map(|()| Json(name))
+    blocking(&state, move |s| s.remove_volume(&q.name)).map(|()| Json(name))
 }
 
 pub(super) async fn prune(
     State(state): State<AppState>,
     Query(q): Query<PruneQuery>,
 ) -> Result<Json<PrunedVolumes>, ApiError> {
-    blocking(&state, move |s| s.prune_volumes(q.all))
-        .await
-        .map(Json)
+    blocking(&state, move |s| s.prune_volumes(q.all)).map(Json)
 }

@@ -108,9 +108,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let attribution = Arc::new(Attribution::new(
         strata_daemon::copyup::start_probe(),
-        &store
-            .mounted_container_devices()
-            .context("reading mounted containers")?,
+        &store.mounted_container_devices(),
     ));
     let observer = attribution.clone();
     store.set_mount_observer(Box::new(move |event| observer.observe(event)));

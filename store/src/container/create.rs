@@ -91,7 +91,6 @@ impl Store {
                 config,
                 mounts,
                 created: now(),
-                mounted: 0,
                 rw_size: Some((0, now())),
             };
             image.container_users += 1;

@@ -40,6 +40,11 @@ pub struct ExecStdio {
     pub stderr: OwnedFd,
 }
 
+/// Held shared while an exec's child holds a copy of this process's mount table, exclusive
+/// while a container overlay is mounted (see `spawn_exec`). Process-wide, because every store
+/// in the process shares one mount table.
+pub(crate) static NAMESPACE_COPIES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 const DEV_NODES: [(&str, u32, u32); 6] = [
     ("null", 1, 3),
     ("zero", 1, 5),
@@ -259,6 +264,14 @@ impl Store {
         unsafe {
             command.pre_exec(move || setup.apply());
         }
+        // The child's new mount namespace starts as a copy of ours, other containers'
+        // overlays included, until it drops the old root after pivot_root. A container
+        // unmounted in that window is torn down only when the child drops its copy, and must
+        // not be mounted again before then (two overlays on one upper dir). `spawn` returns
+        // once the child has exec'd, so the window is closed while this guard is held.
+        let _copying = NAMESPACE_COPIES
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         command
             .spawn()
             .map_err(|e| Error::Invalid(format!("starting {program} in container {}: {e}", c.name)))

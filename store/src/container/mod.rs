@@ -5,6 +5,7 @@ mod create;
 mod diff;
 mod exec;
 mod mount;
+mod mount_table;
 mod remove;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use create::CreateOptions;
 pub use diff::{Change, ChangeKind};
 pub use exec::{ExecRequest, ExecStdio};
+pub(crate) use mount_table::{Claim, MountTable};
 
 use crate::error::{Error, is_hex_prefix, unique_by_prefix};
 use crate::ids::{CacheId, ImageId};
@@ -86,14 +88,15 @@ impl Store {
         image_name: Option<String>,
     ) -> ContainerSummary {
         let rw = c.rw_size.map(|(bytes, _)| bytes);
+        let mounted = self.container_mounts.refs(c.id) > 0;
         ContainerSummary {
             id: c.id,
             name: c.name,
             image: c.image,
             image_name,
             created: c.created,
-            mounted: c.mounted > 0,
-            mount_path: (c.mounted > 0).then(|| self.driver.merged_dir(c.id)),
+            mounted,
+            mount_path: mounted.then(|| self.driver.merged_dir(c.id)),
             config: c.config,
             mounts: c.mounts,
             rw_size: rw,

@@ -1,38 +1,46 @@
-//! `container mount` / `unmount`: the merged overlay, reference-counted.
+//! `container mount` / `unmount`: the merged overlay, reference-counted in memory (see
+//! [`super::mount_table`]).
 
 use std::path::PathBuf;
 
+use super::mount_table::Claim;
 use super::resolve_container;
 use crate::error::Error;
-use crate::meta::{ContainerRecord, Reads, WriteTxn};
+use crate::ids::CacheId;
+use crate::meta::{ContainerRecord, Reads};
 use crate::mounts;
 use crate::store::Store;
 
 impl Store {
     /// Adds a mount reference; the first one mounts the overlay. Returns the merged path.
     pub fn mount_container(&self, reference: &str) -> Result<PathBuf, Error> {
-        let txn = self.db.write_volatile()?;
-        let mut c = resolve_container(&txn, reference)?;
-        let path = self.driver.merged_dir(c.id);
-        if c.mounted == 0 {
-            self.mount_rw(&txn, &c)?;
-            self.notify_mount(c.id, &path, true);
+        let id = resolve_container(&self.db.read()?, reference)?.id;
+        let mut claim = self.container_mounts.claim(id);
+        // A remove may have gone first while this waited for the claim.
+        let r = self.db.read()?;
+        let c = r.container(&id)?.ok_or_else(|| Error::NotFound {
+            kind: "container",
+            name: reference.to_owned(),
+        })?;
+        let path = self.driver.merged_dir(id);
+        if claim.refs() == 0 {
+            // No exec may be copying the mount table (see `spawn_exec`): an exec's copy of an
+            // earlier mount of this container would outlive the janitor's release.
+            let _no_copies = super::exec::NAMESPACE_COPIES
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.mount_rw(&r, &c)?;
+            self.janitor.hold(id, path.clone());
+            self.notify_mount(id, &path, true);
         }
-        c.mounted += 1;
-        txn.put_container(&c)?;
-        if let Err(e) = txn.commit() {
-            if c.mounted == 1 {
-                let _ = mounts::unmount(&path);
-            }
-            return Err(e.into());
-        }
+        claim.set_refs(claim.refs() + 1);
         Ok(path)
     }
 
-    fn mount_rw(&self, txn: &WriteTxn, c: &ContainerRecord) -> Result<(), Error> {
+    fn mount_rw(&self, r: &impl Reads, c: &ContainerRecord) -> Result<(), Error> {
         let mut chain = Vec::with_capacity(c.chain.len());
         for id in &c.chain {
-            let l = txn.layer(id)?.ok_or_else(|| Error::NotFound {
+            let l = r.layer(id)?.ok_or_else(|| Error::NotFound {
                 kind: "layer",
                 name: id.to_string(),
             })?;
@@ -46,19 +54,30 @@ impl Store {
     /// Drops a mount reference (`all`: every one); the last one unmounts. Returns how many
     /// remain. Unmounting a container that is not mounted is not an error (idempotent).
     pub fn unmount_container(&self, reference: &str, all: bool) -> Result<u32, Error> {
-        let txn = self.db.write_volatile()?;
-        let mut c = resolve_container(&txn, reference)?;
-        if c.mounted == 0 {
-            return Ok(0);
+        let id = resolve_container(&self.db.read()?, reference)?.id;
+        let mut claim = self.container_mounts.claim(id);
+        let remaining = match claim.refs() {
+            0 => return Ok(0),
+            refs if refs > 1 && !all => refs - 1,
+            _ => 0,
+        };
+        if remaining == 0 {
+            self.release_overlay(id, claim)?;
+        } else {
+            claim.set_refs(remaining);
         }
-        c.mounted = if all { 0 } else { c.mounted - 1 };
-        txn.put_container(&c)?;
-        txn.commit()?;
-        if c.mounted == 0 {
-            let merged = self.driver.merged_dir(c.id);
-            self.notify_mount(c.id, &merged, false);
-            mounts::unmount(&merged)?;
-        }
-        Ok(c.mounted)
+        Ok(remaining)
+    }
+
+    /// Takes `id`'s overlay out of the mount tree and leaves its teardown (the sync of the
+    /// upper filesystem) to the janitor, which releases `claim` when done. The count is zero as
+    /// soon as this returns; on error the mount and the count stay as they were.
+    pub(crate) fn release_overlay(&self, id: CacheId, mut claim: Claim) -> Result<(), Error> {
+        let merged = self.driver.merged_dir(id);
+        self.notify_mount(id, &merged, false);
+        mounts::detach(&merged)?;
+        claim.set_refs(0);
+        self.janitor.release(id, claim);
+        Ok(())
     }
 }

@@ -4,17 +4,23 @@
 use super::resolve_container;
 use crate::error::Error;
 use crate::meta::{ContainerMountKind, Reads};
-use crate::mounts;
 use crate::store::Store;
 
 impl Store {
     /// Removes a container. Refused while it is mounted or an exec runs in it, unless `force`
     /// (which kills its exec processes and unmounts it). Volumes stay; their use counts drop.
+    /// Once the record's removal is committed, the container is gone even if cleaning up its
+    /// directories fails (start-up removes what no record names).
     pub fn remove_container(&self, reference: &str, force: bool) -> Result<String, Error> {
+        let id = resolve_container(&self.db.read()?, reference)?.id;
+        let claim = self.container_mounts.claim(id);
         let txn = self.db.write()?;
-        let c = resolve_container(&txn, reference)?;
+        let c = txn.container(&id)?.ok_or_else(|| Error::NotFound {
+            kind: "container",
+            name: reference.to_owned(),
+        })?;
         let running = self.exec_pids(c.id);
-        if !force && (c.mounted > 0 || !running.is_empty()) {
+        if !force && (claim.refs() > 0 || !running.is_empty()) {
             let why = if running.is_empty() {
                 "mounted"
             } else {
@@ -47,10 +53,8 @@ impl Store {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let merged = self.driver.merged_dir(c.id);
-        if c.mounted > 0 {
-            self.notify_mount(c.id, &merged, false);
-            mounts::unmount(&merged)?;
+        if claim.refs() > 0 {
+            self.release_overlay(c.id, claim)?;
         }
         self.discard(&self.driver.container_dir(c.id))?;
         tracing::info!(container = %c.name, id = %c.id, "removed container");

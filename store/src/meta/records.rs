@@ -102,8 +102,6 @@ pub struct ContainerRecord {
     pub config: ContainerConfig,
     pub mounts: Vec<ContainerMount>,
     pub created: u64,
-    /// Active mounts of the merged directory, reference-counted.
-    pub mounted: u32,
     /// Bytes in the upper dir and when they were measured (seconds since the epoch).
     pub rw_size: Option<(u64, u64)>,
 }

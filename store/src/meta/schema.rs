@@ -2,20 +2,24 @@
 //! so a crash mid-migration leaves the old schema intact.
 
 use redb::{ReadableTable, WriteTransaction};
+use serde::Deserialize;
 
+use super::records::{ContainerConfig, ContainerMount, ContainerRecord};
 use super::{
-    BLOB_KEYS, CONTAINER_NAMES, CONTAINERS, IMAGES, LAYERS, META, MetaError, TAGS, VOLUMES,
+    BLOB_KEYS, CONTAINER_NAMES, CONTAINERS, IMAGES, LAYERS, META, MetaError, TAGS, VOLUMES, codec,
+    decode,
 };
+use crate::ids::{CacheId, ChainId, ImageId};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const VERSION_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<(), MetaError>;
 
 /// `MIGRATIONS[n]` moves a database from version `n` to `n + 1`. Version 0 is a new, empty file.
-const MIGRATIONS: [Migration; 1] = [create_v1_tables];
+const MIGRATIONS: [Migration; 2] = [create_v1_tables, drop_container_mount_counts];
 const _: () = assert!(
     MIGRATIONS.len() as u64 == SCHEMA_VERSION,
     "one migration per version"
@@ -29,6 +33,50 @@ fn create_v1_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
     txn.open_table(CONTAINERS)?;
     txn.open_table(CONTAINER_NAMES)?;
     txn.open_table(VOLUMES)?;
+    Ok(())
+}
+
+/// A container record as schema 1 wrote it: with a mount count between `created` and
+/// `rw_size`. Mount counts now live in memory, rebuilt from the kernel at start-up.
+#[derive(Deserialize)]
+struct ContainerRecordV1 {
+    id: CacheId,
+    name: String,
+    image: ImageId,
+    chain: Vec<ChainId>,
+    config: ContainerConfig,
+    mounts: Vec<ContainerMount>,
+    created: u64,
+    _mounted: u32,
+    rw_size: Option<(u64, u64)>,
+}
+
+impl From<ContainerRecordV1> for ContainerRecord {
+    fn from(v1: ContainerRecordV1) -> Self {
+        Self {
+            id: v1.id,
+            name: v1.name,
+            image: v1.image,
+            chain: v1.chain,
+            config: v1.config,
+            mounts: v1.mounts,
+            created: v1.created,
+            rw_size: v1.rw_size,
+        }
+    }
+}
+
+fn drop_container_mount_counts(txn: &WriteTransaction) -> Result<(), MetaError> {
+    let mut table = txn.open_table(CONTAINERS)?;
+    let mut rewritten = Vec::new();
+    for item in table.iter()? {
+        let (key, value) = item?;
+        let old: ContainerRecordV1 = decode("containers", value.value())?;
+        rewritten.push((*key.value(), codec::encode(&ContainerRecord::from(old))));
+    }
+    for (key, value) in rewritten {
+        table.insert(&key, value.as_slice())?;
+    }
     Ok(())
 }
 
@@ -61,7 +109,7 @@ pub(super) fn migrate(db: &redb::Database, path: &str) -> Result<(), MetaError> 
     Ok(())
 }
 
-/// Test-only: pretend a newer strata wrote this database.
+/// Test-only: pretend another strata wrote this database.
 #[cfg(test)]
 pub(super) fn set_version(db: &redb::Database, version: u64) {
     let txn = db.begin_write().unwrap();

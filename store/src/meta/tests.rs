@@ -100,9 +100,8 @@ fn image_record_encoding_is_stable() {
     assert_eq!(codec::decode::<ImageRecord>(&bytes).unwrap(), image());
 }
 
-#[test]
-fn container_and_volume_encodings_are_stable() {
-    let c = ContainerRecord {
+fn container() -> ContainerRecord {
+    ContainerRecord {
         id: "cd".repeat(32).parse().unwrap(),
         name: "web".into(),
         image: ImageId(d(5)),
@@ -121,17 +120,13 @@ fn container_and_volume_encodings_are_stable() {
             readonly: true,
         }],
         created: 5,
-        mounted: 1,
         rw_size: Some((7, 8)),
-    };
-    let v = VolumeRecord {
-        name: "data".into(),
-        labels: BTreeMap::new(),
-        created: 6,
-        users: 0,
-        size: Some((9, 10)),
-    };
-    let golden = [
+    }
+}
+
+/// The encoding of [`container`], with `mounted` (schema 1 only) after `created`.
+fn container_golden(mounted: Option<&str>) -> String {
+    [
         "01".to_owned(),
         "cd".repeat(32),                         // id
         format!("03{}", hexs(b"web")),           // name
@@ -144,11 +139,23 @@ fn container_and_volume_encodings_are_stable() {
         "010131".to_owned(),                     // user
         format!("0101{}022f6401", "0464617461"), // mounts: [Volume, "data", "/d", ro]
         "05".to_owned(),                         // created
-        "01".to_owned(),                         // mounted
+        mounted.unwrap_or_default().to_owned(),  // schema 1: mounted
         "010708".to_owned(),                     // rw_size
     ]
-    .concat();
-    assert_eq!(hexs(&codec::encode(&c)), golden);
+    .concat()
+}
+
+#[test]
+fn container_and_volume_encodings_are_stable() {
+    let c = container();
+    let v = VolumeRecord {
+        name: "data".into(),
+        labels: BTreeMap::new(),
+        created: 6,
+        users: 0,
+        size: Some((9, 10)),
+    };
+    assert_eq!(hexs(&codec::encode(&c)), container_golden(None));
     assert_eq!(
         hexs(&codec::encode(&v)),
         format!("0104{}00060001090a", hexs(b"data"))
@@ -160,6 +167,47 @@ fn container_and_volume_encodings_are_stable() {
     assert_eq!(
         codec::decode::<VolumeRecord>(&codec::encode(&v)).unwrap(),
         v
+    );
+}
+
+/// Schema 1 stored a mount count in each container record; schema 2 keeps mount counts in
+/// memory. A database written by a schema-1 build must open with every container intact.
+#[test]
+fn schema_1_container_records_migrate_without_their_mount_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let c = container();
+    {
+        let db = MetaDb::open(&path).unwrap();
+        schema::set_version(&db.db, 1);
+        let v1 = hex::decode(container_golden(Some("02"))).unwrap();
+        let txn = db.db.begin_write().unwrap();
+        txn.open_table(CONTAINERS)
+            .unwrap()
+            .insert(c.id.as_bytes(), v1.as_slice())
+            .unwrap();
+        txn.open_table(CONTAINER_NAMES)
+            .unwrap()
+            .insert(c.name.as_str(), c.id.as_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let db = MetaDb::open(&path).unwrap();
+    let r = db.read().unwrap();
+    assert_eq!(r.container(&c.id).unwrap(), Some(c.clone()));
+    assert_eq!(r.container_by_name("web").unwrap(), Some(c));
+    drop(r);
+    drop(db);
+    // The migration ran once: the version is current and the record is stored in the new form.
+    let db = redb::Database::open(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let stored = txn.open_table(CONTAINERS).unwrap();
+    let bytes = stored.get(container().id.as_bytes()).unwrap().unwrap();
+    assert_eq!(hexs(bytes.value()), container_golden(None));
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(
+        meta.get("schema_version").unwrap().unwrap().value(),
+        SCHEMA_VERSION
     );
 }
 

@@ -207,6 +207,17 @@ pub(crate) fn unmount(target: &Path, detach: bool) -> io::Result<()> {
     nix::mount::umount2(target, flags).map_err(io::Error::from)
 }
 
+/// An `O_PATH` reference to the directory at `path` (for a mount point, the mounted root):
+/// while it is open, the mount's superblock outlives a lazy unmount.
+pub(crate) fn open_mount_root(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(path)?;
+    Ok(dir.into())
+}
+
 /// `syncfs(2)` on the filesystem holding `path`: one flush instead of an fsync per file.
 pub(crate) fn syncfs(path: &Path) -> io::Result<()> {
     let dir = std::fs::File::open(path)?;

@@ -1,0 +1,146 @@
+//! Container mount references, kept in memory.
+//!
+//! The kernel's mount table is what outlives the daemon: at open, a container whose merged
+//! directory is mounted gets one reference. Docker's overlay2 driver counts the same way
+//! (moby `daemon/graphdriver/counter.go`: a `RefCounter` that finds a path mounted with no
+//! count adopts it as one). Recording the count in the database would cost every mount and
+//! unmount a commit, and the next durable commit (a create or a remove) would flush the pages
+//! those commits dirtied.
+//!
+//! Changing a container's mounts is exclusive: a [`Claim`] holds the container until dropped,
+//! and other claimers wait. An unmount's claim travels with the detached overlay to the
+//! janitor and is dropped once the overlay's teardown finished, so a new mount of the same
+//! upper dir never overlaps the old one (overlayfs refuses or warns about an upper dir in
+//! use by another mount).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::ids::CacheId;
+
+#[derive(Debug, Default)]
+struct Entry {
+    refs: u32,
+    claimed: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MountTable {
+    entries: Mutex<HashMap<CacheId, Entry>>,
+    released: Condvar,
+}
+
+impl MountTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<CacheId, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Mount references of `id` now.
+    pub(crate) fn refs(&self, id: CacheId) -> u32 {
+        self.lock().get(&id).map_or(0, |e| e.refs)
+    }
+
+    /// Reference counts of every mounted container.
+    pub(crate) fn mounted(&self) -> HashMap<CacheId, u32> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.refs > 0)
+            .map(|(id, e)| (*id, e.refs))
+            .collect()
+    }
+
+    /// Start-up: the kernel has `id` mounted.
+    pub(crate) fn adopt(&self, id: CacheId) {
+        self.lock().entry(id).or_default().refs = 1;
+    }
+
+    /// Waits until no one else holds `id`, then holds it.
+    pub(crate) fn claim(self: &Arc<Self>, id: CacheId) -> Claim {
+        let mut entries = self.lock();
+        while entries.get(&id).is_some_and(|e| e.claimed) {
+            entries = self
+                .released
+                .wait(entries)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let entry = entries.entry(id).or_default();
+        entry.claimed = true;
+        Claim {
+            table: self.clone(),
+            id,
+            refs: entry.refs,
+        }
+    }
+}
+
+/// Exclusive hold of one container's mount state; released on drop.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    table: Arc<MountTable>,
+    id: CacheId,
+    refs: u32,
+}
+
+impl Claim {
+    pub(crate) fn refs(&self) -> u32 {
+        self.refs
+    }
+
+    /// Sets the count, visible to readers at once.
+    pub(crate) fn set_refs(&mut self, refs: u32) {
+        self.refs = refs;
+        if let Some(e) = self.table.lock().get_mut(&self.id) {
+            e.refs = refs;
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut entries = self.table.lock();
+        if self.refs == 0 {
+            entries.remove(&self.id);
+        } else if let Some(e) = entries.get_mut(&self.id) {
+            e.claimed = false;
+        }
+        drop(entries);
+        self.table.released.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_claim_waits_for_the_previous_one_and_sees_its_count() {
+        let table = Arc::new(MountTable::default());
+        let id = CacheId::random();
+        let mut first = table.claim(id);
+        first.set_refs(2);
+        assert_eq!(table.refs(id), 2, "readers see a count at once");
+        let waiter = {
+            let table = table.clone();
+            std::thread::spawn(move || table.claim(id).refs())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "second claim went ahead of the first"
+        );
+        drop(first);
+        assert_eq!(waiter.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_released_count_of_zero_leaves_no_entry() {
+        let table = Arc::new(MountTable::default());
+        let id = CacheId::random();
+        table.adopt(id);
+        assert_eq!(table.mounted(), HashMap::from([(id, 1)]));
+        table.claim(id).set_refs(0);
+        assert!(table.mounted().is_empty());
+        assert!(table.lock().is_empty());
+    }
+}
