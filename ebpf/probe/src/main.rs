@@ -10,15 +10,22 @@
 //! per-CPU `COPY_UP_STATS[s_dev]`. Nothing wakes user space: the daemon reads the map when
 //! Prometheus scrapes.
 //!
+//! Cost matters (it is paid on every copy-up): each thread keeps one slot in an LRU map that is
+//! rewritten in place, so a copy-up costs two lookups rather than an insert and a delete (each
+//! an element allocation and two locks), and the two fields of a struct are fetched with one
+//! `bpf_probe_read_kernel` where they lie close together.
+//!
 //! Rust eBPF has no CO-RE relocations, so the struct field offsets come from user space: the
 //! loader computes them from the running kernel's BTF and overrides `STRATA_OFFSETS` at load.
 //! While they are unset (all zero) the programs record nothing.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+};
 use aya_ebpf::macros::{kprobe, kretprobe, map};
-use aya_ebpf::maps::{HashMap, PerCpuHashMap};
+use aya_ebpf::maps::{LruHashMap, PerCpuHashMap};
 use aya_ebpf::programs::{ProbeContext, RetProbeContext};
 use strata_ebpf_common::{
     CopyUpKey, CopyUpStats, FieldOffsets, kind, kind_of_mode, latency_bucket,
@@ -39,20 +46,21 @@ static STRATA_OFFSETS: FieldOffsets = FieldOffsets {
 /// a map value itself), which keeps 360 bytes off the 512-byte BPF stack.
 static ZERO_STATS: CopyUpStats = CopyUpStats::ZERO;
 
-/// A copy-up in flight on one thread.
+/// A thread's copy-up slot.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct CopyUpStart {
-    /// `bpf_ktime_get_ns()` at entry.
+    /// `bpf_ktime_get_ns()` at entry of the copy-up in flight; 0 when none is.
     started_ns: u64,
     /// The `struct dentry *dentry` argument.
     dentry: u64,
 }
 
-/// In-flight copy-ups by `pid_tgid`. Sized for many concurrent copy-ups; an entry whose return
-/// never fires (probe detached mid-call) is overwritten by the thread's next copy-up.
+/// One slot per thread that copies up, by `pid_tgid`, reused for each of its copy-ups. Only
+/// that thread's programs touch it (copy-ups do not nest on a thread). LRU, so slots of threads
+/// long gone make room for new ones; a slot is recent while its copy-up is in flight.
 #[map]
-static COPY_UP_STARTS: HashMap<u64, CopyUpStart> = HashMap::with_max_entries(10_240, 0);
+static COPY_UP_STARTS: LruHashMap<u64, CopyUpStart> = LruHashMap::with_max_entries(10_240, 0);
 
 /// Per-CPU aggregates by overlay superblock `s_dev` and kind.
 #[map]
@@ -82,8 +90,15 @@ pub fn ovl_copy_up_one_entry(ctx: ProbeContext) -> u32 {
         started_ns: unsafe { bpf_ktime_get_ns() },
         dentry,
     };
-    // A full map only loses this one measurement.
-    let _ = COPY_UP_STARTS.insert(bpf_get_current_pid_tgid(), start, 0);
+    let key = bpf_get_current_pid_tgid();
+    match COPY_UP_STARTS.get_ptr_mut(key) {
+        // SAFETY: the pointer came from a successful lookup and only this thread uses the slot.
+        Some(slot) => unsafe { *slot = start },
+        // A thread's first copy-up; a failed insert only loses this one measurement.
+        None => {
+            let _ = COPY_UP_STARTS.insert(key, start, 0);
+        }
+    }
     0
 }
 
@@ -95,13 +110,18 @@ pub fn ovl_copy_up_one_return(ctx: RetProbeContext) -> u32 {
     }
     let ended_ns = unsafe { bpf_ktime_get_ns() };
     let key = bpf_get_current_pid_tgid();
-    let Some(start) = COPY_UP_STARTS.get_ptr(key) else {
-        // Attached while this copy-up was already running.
+    let Some(slot) = COPY_UP_STARTS.get_ptr_mut(key) else {
+        // Attached while this thread's first copy-up was already running.
         return 0;
     };
-    // SAFETY: the pointer came from a successful lookup; it stays valid until we remove it.
-    let start = unsafe { *start };
-    let _ = COPY_UP_STARTS.remove(key);
+    // SAFETY: the pointer came from a successful lookup and only this thread uses the slot.
+    let start = unsafe { *slot };
+    if start.started_ns == 0 {
+        // Attached while this copy-up was already running.
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).started_ns = 0 };
     let ret: i32 = ctx.ret();
     record(&offsets, start, ended_ns, ret);
     0
@@ -117,26 +137,51 @@ fn read_at<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).ok() }
 }
 
+/// Most bytes of one struct fetched by [`read_pair`] in one read.
+const SPAN: usize = 128;
+
+/// The fields at offsets `a` (an `A`) and `b` (a `B`) of the struct at `base`: one read of
+/// exactly the bytes from the lower field to the end of the higher one when they span at most
+/// [`SPAN`] bytes (the offsets come from `.rodata`, so the verifier sees the sizes as
+/// constants), two reads otherwise. Never reads past the higher field: the struct may end
+/// there, at a guard page.
+fn read_pair<A: Copy, B: Copy>(base: u64, a: u32, b: u32) -> Option<(A, B)> {
+    let (a, b) = (a as usize, b as usize);
+    let low = a.min(b);
+    let end = (a + size_of::<A>()).max(b + size_of::<B>());
+    if base == 0 || end - low > SPAN {
+        return Some((read_at(base, a as u32)?, read_at(base, b as u32)?));
+    }
+    let mut span = [0u8; SPAN];
+    // SAFETY: bpf_probe_read_kernel_buf copies into our stack buffer and reports a fault as
+    // an error; it never dereferences the pointer in the program itself.
+    unsafe { bpf_probe_read_kernel_buf((base + low as u64) as *const u8, &mut span[..end - low]) }
+        .ok()?;
+    // SAFETY: both fields lie within the `end - low` bytes just read; unaligned reads of plain
+    // integers.
+    let field_a = unsafe { core::ptr::read_unaligned(span.as_ptr().add(a - low).cast::<A>()) };
+    let field_b = unsafe { core::ptr::read_unaligned(span.as_ptr().add(b - low).cast::<B>()) };
+    Some((field_a, field_b))
+}
+
 fn record(offsets: &FieldOffsets, start: CopyUpStart, ended_ns: u64, ret: i32) {
-    let Some(sb) = read_at::<u64>(start.dentry, offsets.dentry_d_sb) else {
+    let Some((sb, inode)) =
+        read_pair::<u64, u64>(start.dentry, offsets.dentry_d_sb, offsets.dentry_d_inode)
+    else {
         return;
     };
     let Some(s_dev) = read_at::<u32>(sb, offsets.super_block_s_dev) else {
         return;
     };
-    let inode = read_at::<u64>(start.dentry, offsets.dentry_d_inode).unwrap_or(0);
-    let (kind, size) = match read_at::<u16>(inode, offsets.inode_i_mode) {
-        Some(mode) => {
-            let kind = kind_of_mode(mode);
-            let size = if kind == kind::FILE {
-                read_at::<i64>(inode, offsets.inode_i_size).unwrap_or(0)
-            } else {
-                0
-            };
-            (kind, u64::try_from(size).unwrap_or(0))
-        }
-        None => (kind::OTHER, 0),
-    };
+    let (kind, size) =
+        match read_pair::<u16, i64>(inode, offsets.inode_i_mode, offsets.inode_i_size) {
+            Some((mode, size)) => {
+                let kind = kind_of_mode(mode);
+                let size = if kind == kind::FILE { size } else { 0 };
+                (kind, u64::try_from(size).unwrap_or(0))
+            }
+            None => (kind::OTHER, 0),
+        };
     let key = CopyUpKey {
         s_dev,
         kind: kind as u32,
