@@ -188,6 +188,9 @@ impl CacheId {
         getrandom::fill(&mut b).expect("getrandom(2) failed");
         Self(b)
     }
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -20,6 +20,7 @@ pub mod archive;
 mod container;
 pub mod driver;
 mod error;
+mod fsck;
 pub mod ids;
 mod image;
 mod janitor;
@@ -27,6 +28,7 @@ mod layer;
 pub mod meta;
 pub mod mounts;
 pub mod mountspec;
+mod salvage;
 mod scan;
 mod store;
 mod sys;
@@ -37,8 +39,10 @@ pub use container::{
     Change, ChangeKind, ContainerName, ContainerSummary, CreateOptions, ExecRequest, ExecStdio,
 };
 pub use error::{Error, ErrorKind, ImportError, OpenError};
+pub use fsck::{Check, Finding, FsckOptions, FsckReport};
 pub use image::{ImageDetails, ImageLayer, ImageSummary, ImportedImage, RemovedImage};
 pub use layer::LayerSummary;
+pub use salvage::SalvageReport;
 pub use scan::{LayerScan, ScanCache};
 pub use store::{MountEvent, MountObserver, ReconcileReport, Store, StoreInfo, StoreOptions};
 pub use usage::DiskUsage;

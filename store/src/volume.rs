@@ -88,8 +88,14 @@ impl Store {
             return Ok(existing);
         }
         let data = self.volume_data(&name);
+        // A directory without a record (after a salvage, say) is adopted, never cleaned up:
+        // only a directory made here is removed should the transaction not commit.
+        let dir = self.volume_dir(&name);
+        let existed = dir.exists();
         std::fs::create_dir_all(&data).map_err(Error::io("creating volume directory", &data))?;
-        made.push(self.volume_dir(&name));
+        if !existed {
+            made.push(dir);
+        }
         let rec = VolumeRecord {
             name,
             labels,

@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/info", get(system::info))
         .route("/v1/system/df", get(system::df))
+        .route("/v1/system/fsck", post(system::fsck))
         .route("/v1/stats", get(stats::stats))
         .route("/v1/images", get(images::list).delete(images::remove))
         .route("/v1/images/import", post(images::import))

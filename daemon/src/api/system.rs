@@ -1,6 +1,6 @@
 use axum::Json;
 use axum::extract::State;
-use strata_store::{DiskUsage, StoreInfo};
+use strata_store::{DiskUsage, FsckOptions, FsckReport, StoreInfo};
 
 use super::{ApiError, AppState, blocking};
 
@@ -10,4 +10,13 @@ pub(super) async fn info(State(state): State<AppState>) -> Result<Json<StoreInfo
 
 pub(super) async fn df(State(state): State<AppState>) -> Result<Json<DiskUsage>, ApiError> {
     blocking(&state, strata_store::Store::disk_usage).map(Json)
+}
+
+/// `POST /v1/system/fsck` with `{"repair": bool}`: the report, findings and all (findings are
+/// not an error of the request).
+pub(super) async fn fsck(
+    State(state): State<AppState>,
+    Json(opts): Json<FsckOptions>,
+) -> Result<Json<FsckReport>, ApiError> {
+    blocking(&state, move |s| s.fsck(opts)).map(Json)
 }

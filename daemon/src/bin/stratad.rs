@@ -40,6 +40,11 @@ struct Args {
     /// TOML config file with the same keys (root, socket, driver, log, `metrics_addr`, `scan_interval`)
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Recover a store whose database is refused as corrupt, then exit (see docs/recovery.md):
+    /// readable records go into a fresh database, the damaged file and unnamed directories are
+    /// kept aside
+    #[arg(long)]
+    salvage: bool,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,9 @@ fn main() -> ExitCode {
         scan_interval: args.scan_interval,
     };
     let config = Config::merge(file, flags);
+    if args.salvage {
+        return salvage(&config);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
     tracing_subscriber::fmt()
@@ -86,6 +94,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--salvage`: a report for the operator on stdout, nonzero exit if it could not be done.
+fn salvage(config: &Config) -> ExitCode {
+    let opts = StoreOptions {
+        root: config.root.clone(),
+        driver: config.driver.clone(),
+    };
+    let report = match Store::salvage(&opts) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("stratad: error: salvaging {}: {e}", config.root.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("salvaged {}:", config.root.display());
+    println!(
+        "  kept {} layer(s), {} image(s), {} container(s), {} volume(s)",
+        report.layers, report.images, report.containers, report.volumes
+    );
+    println!(
+        "  damaged database kept as {}",
+        report.damaged_copy.display()
+    );
+    for line in &report.lost {
+        println!("  lost: {line}");
+    }
+    for dir in &report.set_aside {
+        println!("  set aside: {}", dir.display());
+    }
+    for f in &report.fsck.findings {
+        let state = if f.repaired { "repaired" } else { "left" };
+        println!(
+            "  fsck: {state}: {} {}: {}",
+            f.check.name(),
+            f.object,
+            f.problem
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -126,6 +126,12 @@ enum SystemCmd {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Check the store's invariants; exits nonzero while findings remain
+    Fsck {
+        /// Fix what can be fixed safely, and say what was done
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 /// Parses arguments, runs the command, and reports failure as one line on stderr.
@@ -603,6 +609,65 @@ async fn layer(client: &Client, cmd: LayerCmd, json: bool) -> anyhow::Result<()>
     }
 }
 
+/// `system fsck`: a table of findings (or the report as JSON), then an error while any
+/// finding is not repaired, so that scripts can rely on the exit code.
+async fn fsck(client: &Client, repair: bool, json: bool) -> anyhow::Result<()> {
+    let v = client
+        .post_json("/v1/system/fsck", &serde_json::json!({ "repair": repair }))
+        .await?;
+    let rows = rows_of(&v, "findings", |f| {
+        let action = s(f, "repair");
+        let done = match (f.get("repaired").and_then(Value::as_bool), action) {
+            (Some(true), _) => format!("repaired: {action}"),
+            (_, "") => "none safe; see the problem".to_owned(),
+            (_, action) if repair => format!("not repaired: {action}"),
+            (_, action) => format!("--repair would {action}"),
+        };
+        vec![
+            s(f, "check").to_owned(),
+            s(f, "object").to_owned(),
+            s(f, "problem").to_owned(),
+            done,
+        ]
+    });
+    if json {
+        print_json(&v)?;
+    } else {
+        if !rows.is_empty() {
+            print!(
+                "{}",
+                table(&["CHECK", "OBJECT", "PROBLEM", "REPAIR"], &rows)
+            );
+        }
+        println!(
+            "checked {} layers, {} images, {} containers, {} volumes: {} finding(s)",
+            n(&v, "layers"),
+            n(&v, "images"),
+            n(&v, "containers"),
+            n(&v, "volumes"),
+            rows.len()
+        );
+    }
+    let outstanding = v
+        .get("findings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| f.get("repaired").and_then(Value::as_bool) != Some(true))
+        .count();
+    if outstanding > 0 {
+        anyhow::bail!(
+            "{outstanding} finding(s) not repaired{}",
+            if repair {
+                ""
+            } else {
+                " (--repair fixes what is safe to fix)"
+            }
+        );
+    }
+    Ok(())
+}
+
 async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
         SystemCmd::Info => {
@@ -627,6 +692,7 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
             );
             Ok(())
         }
+        SystemCmd::Fsck { repair } => fsck(client, repair, json).await,
         SystemCmd::Df { verbose } => {
             let v = client.value(Method::GET, "/v1/system/df").await?;
             if json {

@@ -110,6 +110,28 @@ pub trait Driver: Send + Sync + Debug {
 
     /// Removes a directory found by [`Driver::stored_ids`] that no record names.
     fn remove_orphan(&self, name: &str) -> Result<(), DriverError>;
+
+    /// What is wrong with stored layer `id` on disk (`fsck`); empty when nothing is.
+    fn check_layer(&self, id: CacheId, short_link: &str) -> Vec<LayerDamage>;
+
+    /// Rewrites the layer's [`LayerDamage::Link`] bookkeeping from its record.
+    fn repair_layer_link(&self, id: CacheId, short_link: &str) -> Result<(), DriverError>;
+
+    /// Names of the driver's layer links (overlay2's `l/`), for orphan collection; none for
+    /// drivers without them.
+    fn link_names(&self) -> Result<Vec<String>, DriverError>;
+
+    /// Removes a link found by [`Driver::link_names`] that no record names.
+    fn remove_link(&self, name: &str) -> Result<(), DriverError>;
+}
+
+/// A stored layer's directory as `fsck` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerDamage {
+    /// The layer's files are gone: nothing can bring them back but a re-import.
+    Missing(PathBuf),
+    /// The short link or the `link` file does not match the record: rewritable.
+    Link(String),
 }
 
 /// Builds the named driver under `root`.

@@ -7,7 +7,7 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::{Driver, DriverError, PlacedLayer, ensure_dir, io_err, sync_dir};
+use super::{Driver, DriverError, LayerDamage, PlacedLayer, ensure_dir, io_err, sync_dir};
 use crate::ids::CacheId;
 use crate::mounts::{MountSpec, UpperDirs};
 
@@ -180,6 +180,63 @@ impl Driver for Overlay2 {
 
     fn stored_ids(&self) -> Result<Vec<String>, DriverError> {
         list_names(&self.home, &[LINK_DIR, EMPTY_DIR, INIT_DIR])
+    }
+
+    fn check_layer(&self, id: CacheId, short_link: &str) -> Vec<LayerDamage> {
+        let diff = self.diff_dir(id);
+        if !diff.is_dir() {
+            return vec![LayerDamage::Missing(diff)];
+        }
+        let mut damage = Vec::new();
+        let link = self.home.join(LINK_DIR).join(short_link);
+        let want = Path::new("..").join(id.hex()).join("diff");
+        match std::fs::read_link(&link) {
+            Ok(target) if target == want => {}
+            Ok(target) => damage.push(LayerDamage::Link(format!(
+                "{} points to {}, not {}",
+                link.display(),
+                target.display(),
+                want.display()
+            ))),
+            Err(e) => damage.push(LayerDamage::Link(format!("{}: {e}", link.display()))),
+        }
+        let file = self.layer_dir(id).join("link");
+        match std::fs::read_to_string(&file) {
+            Ok(text) if text.trim() == short_link => {}
+            Ok(text) => damage.push(LayerDamage::Link(format!(
+                "{} says {:?}, the record {short_link:?}",
+                file.display(),
+                text.trim()
+            ))),
+            Err(e) => damage.push(LayerDamage::Link(format!("{}: {e}", file.display()))),
+        }
+        damage
+    }
+
+    fn repair_layer_link(&self, id: CacheId, short_link: &str) -> Result<(), DriverError> {
+        let links = self.home.join(LINK_DIR);
+        let link = links.join(short_link);
+        match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err("removing", &link)(e));
+            }
+            _ => {}
+        }
+        symlink(Path::new("..").join(id.hex()).join("diff"), &link)
+            .map_err(io_err("creating short link", &link))?;
+        let file = self.layer_dir(id).join("link");
+        std::fs::write(&file, short_link).map_err(io_err("writing", &file))?;
+        sync_dir(&links)?;
+        sync_dir(&self.layer_dir(id))
+    }
+
+    fn link_names(&self) -> Result<Vec<String>, DriverError> {
+        list_names(&self.home.join(LINK_DIR), &[])
+    }
+
+    fn remove_link(&self, name: &str) -> Result<(), DriverError> {
+        let link = self.home.join(LINK_DIR).join(name);
+        std::fs::remove_file(&link).map_err(io_err("removing", &link))
     }
 
     fn remove_orphan(&self, name: &str) -> Result<(), DriverError> {

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::overlay2::{list_names, remove_tree};
-use super::{Driver, DriverError, PlacedLayer, ensure_dir, io_err, sync_dir};
+use super::{Driver, DriverError, LayerDamage, PlacedLayer, ensure_dir, io_err, sync_dir};
 use crate::ids::CacheId;
 use crate::mounts::MountSpec;
 
@@ -114,6 +114,31 @@ impl Driver for Vfs {
 
     fn remove_orphan(&self, name: &str) -> Result<(), DriverError> {
         remove_tree(&self.home.join(name))
+    }
+
+    fn check_layer(&self, id: CacheId, _short_link: &str) -> Vec<LayerDamage> {
+        let dir = self.home.join(id.hex());
+        ["diff", "fs"]
+            .iter()
+            .map(|sub| dir.join(sub))
+            .filter(|d| !d.is_dir())
+            .map(LayerDamage::Missing)
+            .collect()
+    }
+
+    fn repair_layer_link(&self, _id: CacheId, _short_link: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    fn link_names(&self) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
+
+    fn remove_link(&self, _name: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported {
+            driver: "vfs",
+            what: "short links",
+        })
     }
 }
 

@@ -48,6 +48,20 @@ pub enum MetaError {
         path: String,
         source: redb::DatabaseError,
     },
+    /// The file is damaged: truncated, or failing redb's checksums. Nothing was changed.
+    #[error(
+        "database {path} is corrupt: {detail}. Nothing was changed; to recover see docs/recovery.md (`stratad --salvage`)"
+    )]
+    Corrupt { path: String, detail: String },
+    /// redb's checks pass but records do not decode. Nothing was changed.
+    #[error(
+        "database {path} has {} record(s) that do not decode (first: {} record {}: {}). Nothing was changed; to recover see docs/recovery.md (`stratad --salvage`)",
+        records.len(), records[0].table, records[0].key, records[0].error
+    )]
+    CorruptRecords {
+        path: String,
+        records: Vec<CorruptRecord>,
+    },
     #[error("database: {0}")]
     Redb(#[from] redb::Error),
     #[error("database record in table {table}: {source}")]
@@ -78,6 +92,27 @@ fn decode<T: serde::de::DeserializeOwned>(
     codec::decode(bytes).map_err(|source| MetaError::Codec { table, source })
 }
 
+/// `redb::Database::create`, with its failures sorted: in use, damaged, other.
+fn open_redb(path: &Path, shown: &str) -> Result<redb::Database, MetaError> {
+    let corrupt = |detail: String| MetaError::Corrupt {
+        path: shown.to_owned(),
+        detail,
+    };
+    // redb can panic on some damaged pages: a damaged file must be refused, not crash us.
+    let opened = std::panic::catch_unwind(|| redb::Database::create(path))
+        .map_err(|_| corrupt("opening it failed: redb panicked".into()))?;
+    opened.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(shown.to_owned()),
+        redb::DatabaseError::Storage(
+            e @ (redb::StorageError::Corrupted(_) | redb::StorageError::Io(_)),
+        ) => corrupt(e.to_string()),
+        source => MetaError::Open {
+            path: shown.to_owned(),
+            source,
+        },
+    })
+}
+
 /// The open database.
 #[derive(Debug)]
 pub struct MetaDb {
@@ -85,19 +120,85 @@ pub struct MetaDb {
 }
 
 impl MetaDb {
-    /// Opens (creating if needed) `path` and migrates it to [`SCHEMA_VERSION`].
-    /// On error nothing has been written.
+    /// Opens (creating if needed) `path`, checks it and migrates it to [`SCHEMA_VERSION`].
+    ///
+    /// The check is redb's integrity check (every page against its checksum: a flipped bit
+    /// anywhere in live data is caught) and a decode of every record. A damaged file is refused
+    /// ([`MetaError::Corrupt`], [`MetaError::CorruptRecords`]) rather than opened with data
+    /// missing, and an empty file is not taken for a new database. Opening can make redb repair
+    /// the file (normal after a crash: it rebuilds its allocator state), so the check runs on a
+    /// copy first: a refused file is left exactly as it was. On error nothing was written.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
         let shown = path.display().to_string();
-        let db = redb::Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Locked(shown.clone()),
-            source => MetaError::Open {
-                path: shown.clone(),
-                source,
-            },
-        })?;
-        schema::migrate(&db, &shown)?;
-        Ok(Self { db })
+        let existing = std::fs::metadata(path).ok();
+        if existing.as_ref().is_some_and(|m| m.len() == 0) {
+            return Err(MetaError::Corrupt {
+                path: shown,
+                detail:
+                    "the file is empty (truncated?); a new database is only made where none exists"
+                        .into(),
+            });
+        }
+        if existing.is_some() {
+            let copy = path.with_extension("redb.check");
+            match std::fs::copy(path, &copy) {
+                Ok(_) => {
+                    let checked = Self::open_checked(&copy, &shown);
+                    let _ = std::fs::remove_file(&copy);
+                    drop(checked?);
+                    // The copy passed, migration included: the real file opens the same way.
+                    let db = open_redb(path, &shown)?;
+                    schema::migrate(&db, &shown)?;
+                    return Ok(Self { db });
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&copy);
+                    tracing::warn!(database = %shown, error = %e, "cannot copy the database to check it first; checking it in place");
+                }
+            }
+        }
+        Self::open_checked(path, &shown)
+    }
+
+    /// Opens the file at `path` (shown as `shown`), runs redb's integrity check, migrates it
+    /// and decodes every record.
+    fn open_checked(path: &Path, shown: &str) -> Result<Self, MetaError> {
+        let mut db = open_redb(path, shown)?;
+        let checked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity()));
+        let corrupt = |detail: String| MetaError::Corrupt {
+            path: shown.to_owned(),
+            detail,
+        };
+        match checked {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::warn!(database = %shown, "redb found the database inconsistent and repaired it; run `strata system fsck`");
+            }
+            Ok(Err(e)) => return Err(corrupt(format!("integrity check failed: {e}"))),
+            Err(_) => return Err(corrupt("integrity check failed: redb panicked".into())),
+        }
+        schema::migrate(&db, shown)?;
+        let this = Self { db };
+        let records = this.corrupt_records()?;
+        if !records.is_empty() {
+            return Err(MetaError::CorruptRecords {
+                path: shown.to_owned(),
+                records,
+            });
+        }
+        Ok(this)
+    }
+
+    /// Every record, of every table, that does not decode.
+    fn corrupt_records(&self) -> Result<Vec<CorruptRecord>, MetaError> {
+        let txn = self.write()?;
+        let mut out = Vec::new();
+        out.extend(txn.scan_layers()?.corrupt);
+        out.extend(txn.scan_images()?.corrupt);
+        out.extend(txn.scan_containers()?.corrupt);
+        out.extend(txn.scan_volumes()?.corrupt);
+        Ok(out)
     }
 
     pub fn read(&self) -> Result<ReadTxn, MetaError> {
@@ -121,6 +222,100 @@ impl MetaDb {
             txn: self.db.begin_write()?,
         })
     }
+}
+
+/// The records that could be read out of a damaged database file (`stratad --salvage`).
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    pub layers: Vec<LayerRecord>,
+    pub images: Vec<ImageRecord>,
+    pub containers: Vec<ContainerRecord>,
+    pub volumes: Vec<VolumeRecord>,
+    /// What could not be read, one line each.
+    pub lost: Vec<String>,
+}
+
+/// Reads every record it can out of the database at `path`, without writing to it: read-only
+/// when the file allows, else from a scratch copy that redb may repair. A table whose pages
+/// fail part way keeps the records read before the failure.
+/// Fails only with [`MetaError::Locked`]: the file is in use by another process.
+pub fn salvage_records(path: &Path, scratch: &Path) -> Result<Salvaged, MetaError> {
+    let mut out = Salvaged::default();
+    let read_only = redb::Builder::new().open_read_only(path);
+    if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = read_only {
+        return Err(MetaError::Locked(path.display().to_string()));
+    }
+    let txn = match read_only {
+        Ok(db) => db.begin_read().map_err(|e| e.to_string()),
+        Err(ro) => std::fs::copy(path, scratch)
+            .map_err(|e| format!("{ro}; copying it to {}: {e}", scratch.display()))
+            .and_then(|_| {
+                redb::Database::open(scratch).map_err(|e| format!("{ro}; opened read-write: {e}"))
+            })
+            .and_then(|db| db.begin_read().map_err(|e| e.to_string())),
+    };
+    let txn = match txn {
+        Ok(txn) => txn,
+        Err(e) => {
+            out.lost
+                .push(format!("the file cannot be opened at all: {e}"));
+            return Ok(out);
+        }
+    };
+    let hex = |k: &[u8; 32]| hex::encode(k);
+    salvage_table(&txn, LAYERS, "layers", hex, &mut out.layers, &mut out.lost);
+    salvage_table(&txn, IMAGES, "images", hex, &mut out.images, &mut out.lost);
+    salvage_table(
+        &txn,
+        CONTAINERS,
+        "containers",
+        hex,
+        &mut out.containers,
+        &mut out.lost,
+    );
+    salvage_table(
+        &txn,
+        VOLUMES,
+        "volumes",
+        |k: &str| k.to_owned(),
+        &mut out.volumes,
+        &mut out.lost,
+    );
+    Ok(out)
+}
+
+fn salvage_table<K, T>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<K, &[u8]>,
+    name: &'static str,
+    show_key: impl Fn(K::SelfType<'_>) -> String,
+    into: &mut Vec<T>,
+    lost: &mut Vec<String>,
+) where
+    K: redb::Key + 'static,
+    T: serde::de::DeserializeOwned,
+{
+    // redb can panic on a damaged page; what was read before it is kept.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let table = txn.open_table(def).map_err(|e| e.to_string())?;
+        for item in table.iter().map_err(|e| e.to_string())? {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            match codec::decode(v.value()) {
+                Ok(record) => into.push(record),
+                Err(e) => lost.push(format!("{name} record {}: {e}", show_key(k.value()))),
+            }
+        }
+        Ok::<(), String>(())
+    }));
+    let stopped = match read {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(_) => "redb panicked on a damaged page".to_owned(),
+    };
+    lost.push(format!(
+        "{name}: stopped after {} record(s): {stopped}",
+        into.len()
+    ));
 }
 
 /// How many records each kind has.
@@ -245,6 +440,49 @@ macro_rules! impl_reads {
     };
 }
 
+/// A record whose bytes do not decode (for `fsck`, which reports them instead of stopping).
+#[derive(Debug)]
+pub struct CorruptRecord {
+    pub table: &'static str,
+    /// The record's key: hex for digests and ids, the name for volumes.
+    pub key: String,
+    pub error: CodecError,
+}
+
+/// Every record of a table: the ones that decode, and the ones that do not.
+#[derive(Debug)]
+pub struct Scan<T> {
+    pub records: Vec<T>,
+    pub corrupt: Vec<CorruptRecord>,
+}
+
+fn scan_table<T, K>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    name: &'static str,
+    show_key: impl Fn(K::SelfType<'_>) -> String,
+) -> Result<Scan<T>, MetaError>
+where
+    T: serde::de::DeserializeOwned,
+    K: redb::Key + 'static,
+{
+    let mut scan = Scan {
+        records: Vec::new(),
+        corrupt: Vec::new(),
+    };
+    for item in table.iter()? {
+        let (k, v) = item?;
+        match codec::decode(v.value()) {
+            Ok(record) => scan.records.push(record),
+            Err(error) => scan.corrupt.push(CorruptRecord {
+                table: name,
+                key: show_key(k.value()),
+                error,
+            }),
+        }
+    }
+    Ok(scan)
+}
+
 /// A consistent snapshot.
 pub struct ReadTxn {
     txn: redb::ReadTransaction,
@@ -342,6 +580,78 @@ impl WriteTxn {
     }
     pub fn commit(self) -> Result<(), MetaError> {
         self.txn.commit()?;
+        Ok(())
+    }
+}
+
+/// For `fsck`: every record, decodable or not, and the raw index tables.
+impl WriteTxn {
+    pub fn scan_layers(&self) -> Result<Scan<LayerRecord>, MetaError> {
+        scan_table(&self.txn.open_table(LAYERS)?, "layers", |k: &[u8; 32]| {
+            hex::encode(k)
+        })
+    }
+    pub fn scan_images(&self) -> Result<Scan<ImageRecord>, MetaError> {
+        scan_table(&self.txn.open_table(IMAGES)?, "images", |k: &[u8; 32]| {
+            hex::encode(k)
+        })
+    }
+    pub fn scan_containers(&self) -> Result<Scan<ContainerRecord>, MetaError> {
+        scan_table(
+            &self.txn.open_table(CONTAINERS)?,
+            "containers",
+            |k: &[u8; 32]| hex::encode(k),
+        )
+    }
+    pub fn scan_volumes(&self) -> Result<Scan<VolumeRecord>, MetaError> {
+        scan_table(&self.txn.open_table(VOLUMES)?, "volumes", |k: &str| {
+            k.to_owned()
+        })
+    }
+    /// `TAGS`: tag -> image id.
+    pub fn tag_index(&self) -> Result<Vec<(String, ImageId)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.txn.open_table(TAGS)?.iter()? {
+            let (k, v) = item?;
+            out.push((
+                k.value().to_owned(),
+                ImageId(Digest::from_bytes(*v.value())),
+            ));
+        }
+        Ok(out)
+    }
+    /// Removes a `TAGS` entry by its stored text (which may not parse as a reference).
+    pub fn delete_tag_entry(&self, tag: &str) -> Result<(), MetaError> {
+        self.txn.open_table(TAGS)?.remove(tag)?;
+        Ok(())
+    }
+    /// `CONTAINER_NAMES`: name -> container id.
+    pub fn container_name_index(&self) -> Result<Vec<(String, CacheId)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.txn.open_table(CONTAINER_NAMES)?.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_owned(), CacheId::from_bytes(*v.value())));
+        }
+        Ok(out)
+    }
+    pub fn delete_container_name(&self, name: &str) -> Result<(), MetaError> {
+        self.txn.open_table(CONTAINER_NAMES)?.remove(name)?;
+        Ok(())
+    }
+    /// `BLOB_KEYS`: compressed blob digest -> `DiffID`.
+    pub fn blob_key_index(&self) -> Result<Vec<(Digest, DiffId)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.txn.open_table(BLOB_KEYS)?.iter()? {
+            let (k, v) = item?;
+            out.push((
+                Digest::from_bytes(*k.value()),
+                DiffId(Digest::from_bytes(*v.value())),
+            ));
+        }
+        Ok(out)
+    }
+    pub fn delete_blob_key(&self, key: &Digest) -> Result<(), MetaError> {
+        self.txn.open_table(BLOB_KEYS)?.remove(key.as_bytes())?;
         Ok(())
     }
 }
