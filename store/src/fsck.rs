@@ -558,18 +558,23 @@ impl Store {
                 );
             }
         }
-        let volumes_dir = self.root.join("volumes");
-        let volumes: HashSet<&str> = records.volumes.iter().map(|v| v.name.as_str()).collect();
-        if let Ok(entries) = std::fs::read_dir(&volumes_dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !volumes.contains(name.as_str()) {
-                    found.report(
-                        Check::Orphan,
-                        format!("volumes/{name}"),
-                        "directory no volume names; left alone, it may hold data (inspect it, then delete it by hand)",
-                    );
-                }
+        let recorded: HashSet<&str> = records.volumes.iter().map(|v| v.name.as_str()).collect();
+        for orphan in self.unrecorded_volumes(&recorded) {
+            let object = format!("volumes/{}", orphan.name);
+            if orphan.empty {
+                found.fixable(
+                    Check::Orphan,
+                    object,
+                    "empty directory no volume names (a create that did not finish)",
+                    "remove it",
+                    || self.remove_empty_volume(&orphan.name),
+                );
+            } else {
+                found.report(
+                    Check::Orphan,
+                    object,
+                    "directory no volume names; left alone, it may hold data (inspect it, then delete it by hand)",
+                );
             }
         }
         Ok(())

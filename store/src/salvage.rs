@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::driver;
 use crate::error::{Error, OpenError};
 use crate::fsck::{FsckOptions, FsckReport};
-use crate::meta::{MetaDb, Salvaged, salvage_records};
+use crate::meta::{MetaDb, Salvaged, VolumeRecord, salvage_records};
+use crate::mountspec::valid_volume_name;
 use crate::store::{Store, StoreOptions, now};
 
 /// What a salvage kept, lost and set aside.
@@ -29,6 +30,8 @@ pub struct SalvageReport {
     pub lost: Vec<String>,
     /// Directories moved out of the way, under `lost+found/`.
     pub set_aside: Vec<PathBuf>,
+    /// Volume directories whose records were lost, recorded again (without their labels).
+    pub adopted_volumes: Vec<String>,
     /// The repair run on the salvaged store.
     pub fsck: FsckReport,
 }
@@ -75,7 +78,8 @@ impl Store {
         driver::ensure_dir(&root.join("tmp")).map_err(OpenError::from)?;
         let salvaged = salvage_records(&db_path, &scratch).map_err(OpenError::from);
         let _ = std::fs::remove_file(&scratch);
-        let salvaged = salvaged?;
+        let mut salvaged = salvaged?;
+        let adopted_volumes = adopt_volume_dirs(&root, &mut salvaged);
 
         let fresh = root.join(format!("meta.redb.salvaged-{stamp}"));
         {
@@ -98,9 +102,34 @@ impl Store {
             volumes: salvaged.volumes.len(),
             lost: salvaged.lost,
             set_aside,
+            adopted_volumes,
             fsck,
         })
     }
+}
+
+/// Volume data is never set aside: a directory under `volumes/` whose record was lost gets a
+/// new record (no labels, used by no one until `fsck --repair` counts its containers).
+fn adopt_volume_dirs(root: &Path, salvaged: &mut Salvaged) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root.join("volumes")) else {
+        return Vec::new();
+    };
+    let mut adopted = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !valid_volume_name(&name) || salvaged.volumes.iter().any(|v| v.name == name) {
+            continue;
+        }
+        salvaged.volumes.push(VolumeRecord {
+            name: name.clone(),
+            labels: std::collections::BTreeMap::new(),
+            created: now(),
+            users: 0,
+            size: None,
+        });
+        adopted.push(name);
+    }
+    adopted
 }
 
 /// Moves the driver directories no salvaged record names to `lost+found/<stamp>/<driver>/`.

@@ -296,9 +296,32 @@ impl Store {
             .collect();
         for name in self.driver.stored_ids()? {
             if !known.contains(&name) {
+                // A container removed while mounted can be cut off between its record's removal
+                // and its unmount: its overlay is still mounted inside the orphan.
+                let dir = self.root.join(self.driver.name()).join(&name);
+                for mount in mounts::mounts_under(&dir).map_err(Error::io("reading mountinfo for", &dir))? {
+                    mounts::detach(&mount)?;
+                    report.unmounted_stale.push(mount);
+                }
                 self.driver.remove_orphan(&name)?;
                 tracing::info!(driver = self.driver.name(), dir = %name, "removed orphan directory");
                 report.removed_orphans.push(name);
+            }
+        }
+        // A create that made a new volume's directory and then did not commit leaves it empty;
+        // anything with data in it is left for the operator (fsck reports it).
+        let volumes = self.db.read()?.volumes()?;
+        let recorded: HashSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+        for what in self.settle_withdrawn_volumes(&recorded)? {
+            tracing::info!("{what}");
+        }
+        for orphan in self.unrecorded_volumes(&recorded) {
+            if orphan.empty {
+                self.remove_empty_volume(&orphan.name)?;
+                tracing::info!(volume = %orphan.name, "removed the empty directory of a volume that was never recorded");
+                report.removed_orphans.push(format!("volumes/{}", orphan.name));
+            } else {
+                tracing::warn!(volume = %orphan.name, "volume directory without a record holds data; left alone (see `strata system fsck`)");
             }
         }
         Ok(report)

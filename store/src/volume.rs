@@ -1,6 +1,6 @@
 //! Local volumes: `volumes/<name>/_data`, data that outlives every container.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,57 @@ pub struct PrunedVolumes {
     pub reclaimed_bytes: u64,
 }
 
+/// Prefix of a volume directory moved aside while its removal commits.
+const WITHDRAWN: &str = ".removing-";
+
+/// A directory under `volumes/` that no record names.
+#[derive(Debug)]
+pub(crate) struct UnrecordedVolume {
+    pub(crate) name: String,
+    /// It holds nothing but an empty `_data`: made by a create that did not commit.
+    pub(crate) empty: bool,
+}
+
 impl Store {
+    /// Directories under `volumes/` whose names are not in `recorded`.
+    pub(crate) fn unrecorded_volumes(&self, recorded: &HashSet<&str>) -> Vec<UnrecordedVolume> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("volumes")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !recorded.contains(name.as_str()) && !name.starts_with(WITHDRAWN))
+            .map(|name| {
+                let dir = self.volume_dir(&name);
+                let only_data = std::fs::read_dir(&dir)
+                    .map(|d| d.flatten().all(|e| e.file_name() == "_data"))
+                    .unwrap_or(false);
+                let data_empty = std::fs::read_dir(dir.join("_data"))
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(true);
+                UnrecordedVolume {
+                    empty: only_data && data_empty,
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    /// Removes an unrecorded volume directory that holds nothing: non-recursive removals, so
+    /// anything written there since makes this fail rather than disappear.
+    pub(crate) fn remove_empty_volume(&self, name: &str) -> Result<(), Error> {
+        let dir = self.volume_dir(name);
+        let data = dir.join("_data");
+        match std::fs::remove_dir(&data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("removing", &data)(e));
+            }
+            _ => {}
+        }
+        std::fs::remove_dir(&dir).map_err(Error::io("removing", &dir))
+    }
+
     pub(crate) fn volume_dir(&self, name: &str) -> PathBuf {
         self.root.join("volumes").join(name)
     }
@@ -163,7 +213,7 @@ impl Store {
         Ok(self.volume_summary(v, used_by))
     }
 
-    /// `volume rm NAME`: refused while a container uses it. Record first, directory after.
+    /// `volume rm NAME`: refused while a container uses it. On error the volume is as it was.
     pub fn remove_volume(&self, name: &str) -> Result<(), Error> {
         let txn = self.db.write()?;
         let v = txn.volume(name)?.ok_or_else(|| Error::NotFound {
@@ -177,9 +227,72 @@ impl Store {
             )));
         }
         txn.delete_volume(name)?;
-        txn.commit()?;
-        remove_dirs(&[self.volume_dir(name)]);
+        self.commit_volume_removals(txn, &[name.to_owned()])
+    }
+
+    /// Commits `txn`, which deletes the records of `names`, with their directories moved out
+    /// of the way first (`volumes/.removing-NAME`): a crash before the commit leaves a record
+    /// and a withdrawn directory, which start-up moves back; after it, a withdrawn directory
+    /// without a record, which start-up deletes. The data is never in doubt. On error the
+    /// directories are back in place.
+    fn commit_volume_removals(&self, txn: WriteTxn, names: &[String]) -> Result<(), Error> {
+        let mut withdrawn = Vec::new();
+        let moved = names.iter().try_for_each(|name| {
+            let (dir, aside) = (self.volume_dir(name), self.withdrawn_volume_dir(name));
+            match std::fs::rename(&dir, &aside) {
+                Ok(()) => {
+                    withdrawn.push((dir, aside));
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("moving aside", &dir)(e)),
+            }
+        });
+        let committed = moved.and_then(|()| Ok(txn.commit()?));
+        if let Err(e) = committed {
+            for (dir, aside) in withdrawn {
+                if let Err(undo) = std::fs::rename(&aside, &dir) {
+                    tracing::error!(path = %aside.display(), error = %undo, "could not move a volume directory back; start-up will");
+                }
+            }
+            return Err(e);
+        }
+        for (_, aside) in withdrawn {
+            self.discard(&aside)?;
+        }
         Ok(())
+    }
+
+    fn withdrawn_volume_dir(&self, name: &str) -> PathBuf {
+        self.root.join("volumes").join(format!("{WITHDRAWN}{name}"))
+    }
+
+    /// After a crash mid-removal: a withdrawn directory goes back if its record is still there
+    /// (the removal did not commit), and away if not. Returns what was done, for the log.
+    pub(crate) fn settle_withdrawn_volumes(
+        &self,
+        recorded: &HashSet<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("volumes")) else {
+            return Ok(Vec::new());
+        };
+        let mut done = Vec::new();
+        for entry in entries.flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file_name.strip_prefix(WITHDRAWN) else {
+                continue;
+            };
+            let aside = entry.path();
+            if recorded.contains(name) {
+                let dir = self.volume_dir(name);
+                std::fs::rename(&aside, &dir).map_err(Error::io("moving back", &aside))?;
+                done.push(format!("volume {name}: removal did not commit, directory moved back"));
+            } else {
+                self.discard(&aside)?;
+                done.push(format!("volume {name}: removal committed, directory deleted"));
+            }
+        }
+        Ok(done)
     }
 
     /// Measures the volumes whose recorded size is older than `max_age` and records the new
@@ -228,15 +341,11 @@ impl Store {
         for v in txn.volumes()? {
             if v.users == 0 && (all || v.labels.contains_key(ANONYMOUS_LABEL)) {
                 txn.delete_volume(&v.name)?;
+                pruned.reclaimed_bytes += crate::usage::dir_bytes(&self.volume_dir(&v.name));
                 pruned.removed.push(v.name);
             }
         }
-        txn.commit()?;
-        for name in &pruned.removed {
-            let dir = self.volume_dir(name);
-            pruned.reclaimed_bytes += crate::usage::dir_bytes(&dir);
-            remove_dirs(&[dir]);
-        }
+        self.commit_volume_removals(txn, &pruned.removed)?;
         Ok(pruned)
     }
 }

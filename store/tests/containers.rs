@@ -487,3 +487,30 @@ fn lost_container_directories_are_recreated_at_start_up() {
     assert!(path.join("bin/busybox").exists());
     t.store().unmount_container("fresh", false).unwrap();
 }
+
+/// A kill between a mounted container's record removal and its unmount leaves an orphan
+/// directory with an overlay still mounted inside: start-up must unmount it and go on, not
+/// fail to remove the directory (EBUSY) and refuse to start.
+#[test]
+fn an_orphan_still_mounted_after_a_crash_is_unmounted_and_removed_at_start_up() {
+    let mut t = store_with_image();
+    let c = create(&t, "cut", &[], &[]);
+    let merged = t.store().mount_container("cut").unwrap();
+    t.store = None;
+    {
+        let db = strata_store::meta::MetaDb::open(&t.root().join("meta.redb")).unwrap();
+        let txn = db.write().unwrap();
+        let record = strata_store::meta::Reads::container(&txn, &c.id).unwrap().unwrap();
+        txn.delete_container(&record).unwrap();
+        txn.commit().unwrap();
+    }
+    let report = t.reopen();
+    assert_eq!(report.unmounted_stale, vec![merged.clone()]);
+    assert_eq!(report.removed_orphans, vec![c.id.to_string()]);
+    assert!(
+        !strata_store::mounts::mounts_under(&t.root())
+            .unwrap()
+            .contains(&merged)
+    );
+    assert!(!t.root().join("overlay2").join(c.id.to_string()).exists());
+}

@@ -258,9 +258,12 @@ fn salvage_of_an_unreadable_file_sets_everything_aside() {
         2 + containers,
         "every layer and container dir"
     );
+    // Volume data is never set aside: every volume directory is recorded again.
+    assert_eq!(report.adopted_volumes.len(), 20, "{:?}", report.adopted_volumes);
+    assert_eq!(report.volumes, 20);
     t.reopen();
     assert!(t.store().list_images().unwrap().is_empty());
-    // Volumes without records are reported by fsck, never deleted.
+    assert_eq!(t.store().list_volumes(None).unwrap().len(), 20);
     assert!(t.root().join("volumes/v1/_data").exists());
 }
 

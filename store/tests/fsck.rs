@@ -110,6 +110,7 @@ fn broken_links_and_orphans_are_found_and_repaired_but_volume_data_is_left_alone
     std::os::unix::fs::symlink("../nowhere/diff", t.root().join("overlay2/l/ORPHANLINK")).unwrap();
     std::fs::create_dir_all(t.root().join("volumes/stray/_data")).unwrap();
     std::fs::write(t.root().join("volumes/stray/_data/precious"), b"x").unwrap();
+    std::fs::create_dir_all(t.root().join("volumes/unfinished/_data")).unwrap();
 
     let layer = t.store().list_layers().unwrap()[0].chain_id;
     let report = check(&t);
@@ -121,9 +122,10 @@ fn broken_links_and_orphans_are_found_and_repaired_but_volume_data_is_left_alone
             (Check::Orphan, format!("overlay2/{orphan}")),
             (Check::Orphan, "overlay2/l/ORPHANLINK".into()),
             (Check::Orphan, "volumes/stray".into()),
+            (Check::Orphan, "volumes/unfinished".into()),
         ]
     );
-    assert_eq!(report.outstanding(), 5, "nothing repaired without --repair");
+    assert_eq!(report.outstanding(), 6, "nothing repaired without --repair");
     assert!(t.root().join("overlay2").join(&orphan).exists());
 
     let repaired = repair(&t);
@@ -133,6 +135,7 @@ fn broken_links_and_orphans_are_found_and_repaired_but_volume_data_is_left_alone
     assert!(left.repair.is_none(), "volume data is never deleted");
     assert!(t.root().join("volumes/stray/_data/precious").exists());
     assert!(!t.root().join("overlay2").join(&orphan).exists());
+    assert!(!t.root().join("volumes/unfinished").exists(), "an empty one is removed");
     std::fs::remove_dir_all(t.root().join("volumes/stray")).unwrap();
     assert_clean(&t, "after repair");
     // The repaired link serves a mount again.

@@ -66,8 +66,22 @@ fn short_tempdir(prefix: &str) -> Result<tempfile::TempDir, Error> {
         })
 }
 
-fn spawn_logged(mut command: Command, log: &Path) -> Result<Child, Error> {
+fn spawn_logged(command: Command, log: &Path) -> Result<Child, Error> {
     let file = std::fs::File::create(log).map_err(|e| Error::io(log, "creating", e))?;
+    spawn_into(command, file, log)
+}
+
+/// Like [`spawn_logged`], appending to `log` (a restart keeps the earlier runs' lines).
+fn spawn_appending(command: Command, log: &Path) -> Result<Child, Error> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map_err(|e| Error::io(log, "opening", e))?;
+    spawn_into(command, file, log)
+}
+
+fn spawn_into(mut command: Command, file: std::fs::File, log: &Path) -> Result<Child, Error> {
     let err = file
         .try_clone()
         .map_err(|e| Error::io(log, "duplicating", e))?;
@@ -431,9 +445,11 @@ impl Drop for Dockerd {
 pub struct Stratad {
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
+    program: PathBuf,
     root: PathBuf,
     socket: PathBuf,
     metrics_addr: std::net::SocketAddr,
+    log: PathBuf,
 }
 
 /// A loopback port nobody listens on right now (for the daemon's metrics endpoint, so
@@ -488,27 +504,57 @@ impl Stratad {
         };
         let socket = dir.path().join("strata.sock");
         let metrics_addr = free_loopback_port()?;
-        let mut command = Command::new(stratad);
-        command
-            .arg("--root")
-            .arg(&root)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--metrics-addr")
-            .arg(metrics_addr.to_string())
-            .arg("--scan-interval")
-            .arg("1");
         let log = dir.path().join("stratad.log");
-        let child = spawn_logged(command, &log)?;
         let mut me = Self {
-            child: Some(child),
+            child: None,
             dir: Some(dir),
+            program: stratad.to_path_buf(),
             root,
             socket,
             metrics_addr,
+            log,
         };
+        me.child = Some(spawn_logged(me.daemon_command(), &me.log)?);
+        let log = me.log.clone();
         me.wait_ready(&log)?;
         Ok(me)
+    }
+
+    fn daemon_command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--metrics-addr")
+            .arg(self.metrics_addr.to_string())
+            .arg("--scan-interval")
+            .arg("1");
+        command
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash would: no shutdown, nothing flushed that was not already.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(pid_of(&child), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same root, socket and metrics address (after
+    /// [`kill`](Self::kill) or [`stop`](Self::stop)) and waits until it accepts connections.
+    /// Its log goes on in the same file.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        assert!(self.child.is_none(), "restart of a running stratad");
+        self.child = Some(spawn_appending(self.daemon_command(), &self.log)?);
+        let log = self.log.clone();
+        self.wait_ready(&log)
     }
 
     fn wait_ready(&mut self, log: &Path) -> Result<(), Error> {

@@ -124,6 +124,9 @@ fn salvage(config: &Config) -> ExitCode {
     for dir in &report.set_aside {
         println!("  set aside: {}", dir.display());
     }
+    for volume in &report.adopted_volumes {
+        println!("  recorded again: volume {volume} (its labels were lost)");
+    }
     for f in &report.fsck.findings {
         let state = if f.repaired { "repaired" } else { "left" };
         println!(
