@@ -148,7 +148,10 @@ impl Worker {
                 .map(drop),
             9 => self
                 .client
-                .value(Method::DELETE, &format!("/v1/volumes?name={}", encode_query(&shared_volume)))
+                .value(
+                    Method::DELETE,
+                    &format!("/v1/volumes?name={}", encode_query(&shared_volume)),
+                )
                 .await
                 .map(drop),
             10 => {
@@ -178,7 +181,9 @@ impl Worker {
                     );
                     match self.client.exec(&path).await {
                         Ok(0) => Ok(()),
-                        Ok(code) => Err(ClientError::Decode(format!("exec in {name} exited {code}"))),
+                        Ok(code) => {
+                            Err(ClientError::Decode(format!("exec in {name} exited {code}")))
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -231,7 +236,8 @@ fn sixteen_clients_mixed_operations_no_deadlock_no_surprise_errors_fsck_clean() 
                 let mut w = Worker {
                     client,
                     id,
-                    rng: 0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+                    rng: 0x9e37_79b9_7f4a_7c15
+                        ^ (id as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
                     own: Own::new(),
                     made: 0,
                 };
@@ -239,7 +245,11 @@ fn sixteen_clients_mixed_operations_no_deadlock_no_surprise_errors_fsck_clean() 
                     match tokio::time::timeout(STALL, w.step(&tally)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(format!("op {op}: {e}")),
-                        Err(_) => return Err(format!("client {id} op {op}: no answer in {STALL:?} (deadlock?)")),
+                        Err(_) => {
+                            return Err(format!(
+                                "client {id} op {op}: no answer in {STALL:?} (deadlock?)"
+                            ));
+                        }
                     }
                 }
                 Ok(w.own)
@@ -270,14 +280,22 @@ fn sixteen_clients_mixed_operations_no_deadlock_no_surprise_errors_fsck_clean() 
 
     let client = Client::new(daemon.socket());
     runtime.block_on(async {
-        let report = client.post_json("/v1/system/fsck", &json!({})).await.unwrap();
+        let report = client
+            .post_json("/v1/system/fsck", &json!({}))
+            .await
+            .unwrap();
         assert_eq!(report["findings"], json!([]), "{report:#}");
         let listed: Value = client.value(Method::GET, "/v1/containers").await.unwrap();
         let live: BTreeMap<String, bool> = listed
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["name"].as_str().unwrap().to_owned(), c["mounted"].as_bool().unwrap()))
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["mounted"].as_bool().unwrap(),
+                )
+            })
             .filter(|(name, _)| name.starts_with('w'))
             .collect();
         let expected: BTreeMap<String, bool> = finished

@@ -85,12 +85,27 @@ impl Model {
 #[derive(Debug, Clone)]
 enum Op {
     Import(usize),
-    Tag { source: String, target: String },
-    Create { name: String, image: String, volume: Option<String> },
+    Tag {
+        source: String,
+        target: String,
+    },
+    Create {
+        name: String,
+        image: String,
+        volume: Option<String>,
+    },
     Mount(String),
     Unmount(String),
-    Write { container: String, path: String, content: String, in_volume: bool },
-    Commit { container: String, tag: String },
+    Write {
+        container: String,
+        path: String,
+        content: String,
+        in_volume: bool,
+    },
+    Commit {
+        container: String,
+        tag: String,
+    },
     Remove(String),
     VolumeCreate(String),
     VolumeRemove(String),
@@ -200,7 +215,10 @@ impl Harness {
                     };
                     let volume = match self.rng.below(3) {
                         0 => Some(self.fresh("vol")),
-                        1 => self.rng.pick(&m.volumes.keys().cloned().collect::<Vec<_>>()).cloned(),
+                        1 => self
+                            .rng
+                            .pick(&m.volumes.keys().cloned().collect::<Vec<_>>())
+                            .cloned(),
                         _ => None,
                     };
                     Op::Create {
@@ -221,7 +239,8 @@ impl Harness {
                     let Some(container) = self.rng.pick(&containers).cloned() else {
                         continue;
                     };
-                    let in_volume = m.containers[&container].volume.is_some() && self.rng.below(2) == 0;
+                    let in_volume =
+                        m.containers[&container].volume.is_some() && self.rng.below(2) == 0;
                     Op::Write {
                         container,
                         path: self.fresh("file"),
@@ -258,6 +277,7 @@ impl Harness {
     }
 
     /// Runs `op`; on success, records what the daemon acknowledged.
+    #[expect(clippy::too_many_lines, reason = "one arm per operation")]
     fn run(&mut self, op: &Op) -> Result<(), String> {
         let d = &self.daemon;
         match op {
@@ -269,9 +289,15 @@ impl Harness {
             }
             Op::Tag { source, target } => {
                 let v = cli(d, &["image", "tag", source, target])?;
-                self.model.tags.insert(target.clone(), str_of(&v, "id").to_owned());
+                self.model
+                    .tags
+                    .insert(target.clone(), str_of(&v, "id").to_owned());
             }
-            Op::Create { name, image, volume } => {
+            Op::Create {
+                name,
+                image,
+                volume,
+            } => {
                 let mut args = vec!["container", "create", "--name", name];
                 let spec = volume.as_ref().map(|v| format!("{v}:/data"));
                 if let Some(spec) = &spec {
@@ -301,21 +327,40 @@ impl Harness {
                 cli(d, &["container", "unmount", "--all", name])?;
                 self.model.containers.get_mut(name).unwrap().mounted = false;
             }
-            Op::Write { container, path, content, in_volume } => {
-                let target = if *in_volume { format!("/data/{path}") } else { format!("/{path}") };
-                let script = format!("printf %s {content} > {target}.tmp && mv {target}.tmp {target}");
-                cli(d, &["container", "exec", container, "--", "sh", "-c", &script])?;
+            Op::Write {
+                container,
+                path,
+                content,
+                in_volume,
+            } => {
+                let target = if *in_volume {
+                    format!("/data/{path}")
+                } else {
+                    format!("/{path}")
+                };
+                let script =
+                    format!("printf %s {content} > {target}.tmp && mv {target}.tmp {target}");
+                cli(
+                    d,
+                    &["container", "exec", container, "--", "sh", "-c", &script],
+                )?;
                 let c = self.model.containers.get_mut(container).unwrap();
                 if *in_volume {
                     let volume = c.volume.clone().unwrap();
-                    self.model.volumes.get_mut(&volume).unwrap().insert(path.clone(), content.clone());
+                    self.model
+                        .volumes
+                        .get_mut(&volume)
+                        .unwrap()
+                        .insert(path.clone(), content.clone());
                 } else {
                     c.files.insert(path.clone(), content.clone());
                 }
             }
             Op::Commit { container, tag } => {
                 let v = cli(d, &["container", "commit", container, tag])?;
-                self.model.tags.insert(tag.clone(), str_of(&v, "id").to_owned());
+                self.model
+                    .tags
+                    .insert(tag.clone(), str_of(&v, "id").to_owned());
             }
             Op::Remove(name) => {
                 cli(d, &["container", "rm", "-f", name])?;
@@ -354,7 +399,11 @@ impl Harness {
         let op = self.choose();
         // Most operations take a few milliseconds: most kills land inside one; some later, in
         // the background work an operation leaves (deletions, unmount teardowns).
-        let window = if self.rng.below(5) == 0 { 40_000 } else { 8_000 };
+        let window = if self.rng.below(5) == 0 {
+            40_000
+        } else {
+            8_000
+        };
         let delay = Duration::from_micros(self.rng.next() % window);
         let pid = self.daemon.pid().unwrap();
         let killer = std::thread::spawn(move || {
@@ -368,12 +417,18 @@ impl Harness {
         let outcome = self.run(&op);
         killer.join().unwrap();
         self.daemon.kill();
-        self.daemon.restart().unwrap_or_else(|e| panic!("iteration {index}, after {op:?}: restart failed: {e}"));
+        self.daemon
+            .restart()
+            .unwrap_or_else(|e| panic!("iteration {index}, after {op:?}: restart failed: {e}"));
         let in_flight = outcome.is_err().then_some((&op, before));
         if let Err(problem) = self.verify(in_flight) {
             panic!(
                 "iteration {index}, kill {delay:?} into {op:?} (it {}): {problem}\n--- stratad log ---\n{}",
-                if outcome.is_ok() { "was acknowledged" } else { "was in flight" },
+                if outcome.is_ok() {
+                    "was acknowledged"
+                } else {
+                    "was in flight"
+                },
                 self.daemon.log_tail()
             );
         }
@@ -381,6 +436,7 @@ impl Harness {
 
     /// After a restart: fsck finds nothing, the acknowledged model is all there, and the
     /// operation in flight (with the model from before it) happened wholly or not at all.
+    #[expect(clippy::too_many_lines, reason = "one check after another, in order")]
     fn verify(&mut self, in_flight: Option<(&Op, Model)>) -> Result<(), String> {
         let d = &self.daemon;
         let fsck = d
@@ -410,7 +466,10 @@ impl Harness {
         let mut tags: BTreeMap<String, String> = BTreeMap::new();
         for img in images.as_array().into_iter().flatten() {
             for tag in img["tags"].as_array().into_iter().flatten() {
-                tags.insert(tag.as_str().unwrap().to_owned(), str_of(img, "id").to_owned());
+                tags.insert(
+                    tag.as_str().unwrap().to_owned(),
+                    str_of(img, "id").to_owned(),
+                );
             }
         }
         let volumes: Vec<String> = cli(d, &["volume", "ls"])?
@@ -444,17 +503,25 @@ impl Harness {
         for (name, c) in &mut m.containers {
             let (id, image, mounted) = &live[name];
             if (id, image) != (&c.id, &c.image) {
-                return Err(format!("container {name}: was {} on {}, found {id} on {image}", c.id, c.image));
+                return Err(format!(
+                    "container {name}: was {} on {}, found {id} on {image}",
+                    c.id, c.image
+                ));
             }
             // Mount counts live in memory: a mount survives a restart as one reference.
             if *mounted != c.mounted {
-                return Err(format!("container {name}: mounted {mounted}, acknowledged {}", c.mounted));
+                return Err(format!(
+                    "container {name}: mounted {mounted}, acknowledged {}",
+                    c.mounted
+                ));
             }
             let upper = d.root().join("overlay2").join(&c.id).join("diff");
             for (path, content) in &c.files {
                 let found = std::fs::read_to_string(upper.join(path)).unwrap_or_default();
                 if &found != content {
-                    return Err(format!("container {name}: /{path} holds {found:?}, acknowledged {content:?}"));
+                    return Err(format!(
+                        "container {name}: /{path} holds {found:?}, acknowledged {content:?}"
+                    ));
                 }
             }
         }
@@ -463,14 +530,18 @@ impl Harness {
         let mut found_volumes: Vec<&String> = volumes.iter().collect();
         found_volumes.sort();
         if model_volumes != found_volumes {
-            return Err(format!("volumes: acknowledged {model_volumes:?}, found {found_volumes:?}"));
+            return Err(format!(
+                "volumes: acknowledged {model_volumes:?}, found {found_volumes:?}"
+            ));
         }
         for (volume, files) in &m.volumes {
             let data = d.root().join("volumes").join(volume).join("_data");
             for (path, content) in files {
                 let found = std::fs::read_to_string(data.join(path)).unwrap_or_default();
                 if &found != content {
-                    return Err(format!("volume {volume}: {path} holds {found:?}, acknowledged {content:?}"));
+                    return Err(format!(
+                        "volume {volume}: {path} holds {found:?}, acknowledged {content:?}"
+                    ));
                 }
             }
         }
@@ -479,6 +550,7 @@ impl Harness {
 
     /// Folds the in-flight operation's effect into the model, after checking it is whole.
     /// Returns whether it happened.
+    #[expect(clippy::too_many_lines, reason = "one arm per operation")]
     fn settle_in_flight(
         &mut self,
         op: &Op,
@@ -488,7 +560,11 @@ impl Harness {
         volumes: &[String],
     ) -> Result<bool, String> {
         let m = &mut self.model;
-        let new_tag = |tag: &str| tags.get(tag).filter(|_| !before.tags.contains_key(tag)).cloned();
+        let new_tag = |tag: &str| {
+            tags.get(tag)
+                .filter(|_| !before.tags.contains_key(tag))
+                .cloned()
+        };
         Ok(match op {
             Op::Import(k) => {
                 let tag = &self.archives[*k].1;
@@ -507,8 +583,8 @@ impl Harness {
                 }
                 None => false,
             },
-            Op::Create { name, volume, .. } => match live.get(name) {
-                Some((id, image, _)) => {
+            Op::Create { name, volume, .. } => {
+                if let Some((id, image, _)) = live.get(name) {
                     if let Some(volume) = volume {
                         if !volumes.contains(volume) {
                             return Err(format!("created {name} without its volume {volume}"));
@@ -526,28 +602,40 @@ impl Harness {
                         },
                     );
                     true
-                }
-                None => {
-                    if let Some(volume) = volume.as_ref().filter(|v| !before.volumes.contains_key(*v)) {
-                        if volumes.contains(volume) {
-                            return Err(format!("create of {name} failed but left its new volume {volume}"));
-                        }
+                } else {
+                    if let Some(volume) = volume
+                        .as_ref()
+                        .filter(|v| !before.volumes.contains_key(*v) && volumes.contains(*v))
+                    {
+                        return Err(format!(
+                            "create of {name} failed but left its new volume {volume}"
+                        ));
                     }
                     false
                 }
-            },
-            Op::Mount(name) | Op::Unmount(name) | Op::Write { container: name, .. } => {
+            }
+            Op::Mount(name)
+            | Op::Unmount(name)
+            | Op::Write {
+                container: name, ..
+            } => {
                 // A mount count is whatever the kernel kept; an exec's write may land after
                 // the restart (its process outlives the daemon), so it is not checked.
                 let mounted = live.get(name).is_some_and(|l| l.2);
                 if let Some(c) = m.containers.get_mut(name) {
                     c.mounted = mounted;
                 }
-                if let Op::Write { path, in_volume, .. } = op
+                if let Op::Write {
+                    path, in_volume, ..
+                } = op
                     && let Some(c) = m.containers.get(name)
                 {
                     let dir = if *in_volume {
-                        self.daemon.root().join("volumes").join(c.volume.as_ref().unwrap()).join("_data")
+                        self.daemon
+                            .root()
+                            .join("volumes")
+                            .join(c.volume.as_ref().unwrap())
+                            .join("_data")
                     } else {
                         self.daemon.root().join("overlay2").join(&c.id).join("diff")
                     };
@@ -629,5 +717,8 @@ fn every_acknowledged_operation_survives_sigkill_and_nothing_half_made_shows() {
         h.model.containers.len(),
         h.model.volumes.len()
     );
-    assert!(h.acknowledged > kills, "the workload did too little to test anything");
+    assert!(
+        h.acknowledged > kills,
+        "the workload did too little to test anything"
+    );
 }

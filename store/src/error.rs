@@ -50,6 +50,9 @@ pub enum ErrorKind {
     AlreadyExists,
     InUse,
     Invalid,
+    /// The store's filesystem is full (ENOSPC, EDQUOT): nothing was recorded; retry once
+    /// space is freed.
+    NoSpace,
     Internal,
 }
 
@@ -87,6 +90,9 @@ pub enum Error {
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
+        if self.is_no_space() {
+            return ErrorKind::NoSpace;
+        }
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::InUse(_) => ErrorKind::InUse,
@@ -102,6 +108,25 @@ impl Error {
             }
             _ => ErrorKind::Internal,
         }
+    }
+
+    /// Whether an `ENOSPC` or `EDQUOT` is anywhere in the chain of causes.
+    fn is_no_space(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<io::Error>()
+                && matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            {
+                return true;
+            }
+            if let Some(redb::StorageError::Io(io)) = e.downcast_ref::<redb::StorageError>()
+                && matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
     }
 
     pub(crate) fn io(

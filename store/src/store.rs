@@ -289,6 +289,18 @@ impl Store {
             }
         }
 
+        self.remove_orphans(&layers, &containers, &mut report)?;
+        Ok(report)
+    }
+
+    /// Removes what no record names: driver directories (unmounting what a crash left mounted
+    /// inside them), and empty volume directories; settles interrupted volume removals.
+    fn remove_orphans(
+        &self,
+        layers: &[crate::meta::LayerRecord],
+        containers: &[crate::meta::ContainerRecord],
+        report: &mut ReconcileReport,
+    ) -> Result<(), Error> {
         let known: HashSet<String> = layers
             .iter()
             .map(|l| l.cache_id.hex())
@@ -299,7 +311,9 @@ impl Store {
                 // A container removed while mounted can be cut off between its record's removal
                 // and its unmount: its overlay is still mounted inside the orphan.
                 let dir = self.root.join(self.driver.name()).join(&name);
-                for mount in mounts::mounts_under(&dir).map_err(Error::io("reading mountinfo for", &dir))? {
+                for mount in
+                    mounts::mounts_under(&dir).map_err(Error::io("reading mountinfo for", &dir))?
+                {
                     mounts::detach(&mount)?;
                     report.unmounted_stale.push(mount);
                 }
@@ -319,12 +333,14 @@ impl Store {
             if orphan.empty {
                 self.remove_empty_volume(&orphan.name)?;
                 tracing::info!(volume = %orphan.name, "removed the empty directory of a volume that was never recorded");
-                report.removed_orphans.push(format!("volumes/{}", orphan.name));
+                report
+                    .removed_orphans
+                    .push(format!("volumes/{}", orphan.name));
             } else {
                 tracing::warn!(volume = %orphan.name, "volume directory without a record holds data; left alone (see `strata system fsck`)");
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// A summary for `system info`.

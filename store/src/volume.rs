@@ -63,11 +63,9 @@ impl Store {
             .map(|name| {
                 let dir = self.volume_dir(&name);
                 let only_data = std::fs::read_dir(&dir)
-                    .map(|d| d.flatten().all(|e| e.file_name() == "_data"))
-                    .unwrap_or(false);
-                let data_empty = std::fs::read_dir(dir.join("_data"))
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(true);
+                    .is_ok_and(|d| d.flatten().all(|e| e.file_name() == "_data"));
+                let data_empty =
+                    std::fs::read_dir(dir.join("_data")).map_or(true, |mut d| d.next().is_none());
                 UnrecordedVolume {
                     empty: only_data && data_empty,
                     name,
@@ -286,10 +284,14 @@ impl Store {
             if recorded.contains(name) {
                 let dir = self.volume_dir(name);
                 std::fs::rename(&aside, &dir).map_err(Error::io("moving back", &aside))?;
-                done.push(format!("volume {name}: removal did not commit, directory moved back"));
+                done.push(format!(
+                    "volume {name}: removal did not commit, directory moved back"
+                ));
             } else {
                 self.discard(&aside)?;
-                done.push(format!("volume {name}: removal committed, directory deleted"));
+                done.push(format!(
+                    "volume {name}: removal committed, directory deleted"
+                ));
             }
         }
         Ok(done)

@@ -500,7 +500,9 @@ fn an_orphan_still_mounted_after_a_crash_is_unmounted_and_removed_at_start_up() 
     {
         let db = strata_store::meta::MetaDb::open(&t.root().join("meta.redb")).unwrap();
         let txn = db.write().unwrap();
-        let record = strata_store::meta::Reads::container(&txn, &c.id).unwrap().unwrap();
+        let record = strata_store::meta::Reads::container(&txn, &c.id)
+            .unwrap()
+            .unwrap();
         txn.delete_container(&record).unwrap();
         txn.commit().unwrap();
     }

@@ -259,7 +259,12 @@ fn salvage_of_an_unreadable_file_sets_everything_aside() {
         "every layer and container dir"
     );
     // Volume data is never set aside: every volume directory is recorded again.
-    assert_eq!(report.adopted_volumes.len(), 20, "{:?}", report.adopted_volumes);
+    assert_eq!(
+        report.adopted_volumes.len(),
+        20,
+        "{:?}",
+        report.adopted_volumes
+    );
     assert_eq!(report.volumes, 20);
     t.reopen();
     assert!(t.store().list_images().unwrap().is_empty());

@@ -135,7 +135,10 @@ fn broken_links_and_orphans_are_found_and_repaired_but_volume_data_is_left_alone
     assert!(left.repair.is_none(), "volume data is never deleted");
     assert!(t.root().join("volumes/stray/_data/precious").exists());
     assert!(!t.root().join("overlay2").join(&orphan).exists());
-    assert!(!t.root().join("volumes/unfinished").exists(), "an empty one is removed");
+    assert!(
+        !t.root().join("volumes/unfinished").exists(),
+        "an empty one is removed"
+    );
     std::fs::remove_dir_all(t.root().join("volumes/stray")).unwrap();
     assert_clean(&t, "after repair");
     // The repaired link serves a mount again.

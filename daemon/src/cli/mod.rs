@@ -492,7 +492,12 @@ async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow:
     let mut body = response.into_body();
     let mut pending = Vec::new();
     let mut outcome = None;
-    while let Some(frame) = body.frame().await {
+    // The result or the error is the last line: once it is here, the answer is complete. An
+    // import that fails early is answered while the archive is still being sent; the daemon
+    // then closes the connection, which is no reason to lose its message.
+    while outcome.is_none()
+        && let Some(frame) = body.frame().await
+    {
         let frame = frame.context("reading the daemon's answer")?;
         let Some(data) = frame.data_ref() else {
             continue;

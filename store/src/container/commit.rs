@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::resolve_container;
 use crate::archive::{self, ArchiveImage, ImageConfig, StagedLayer};
-use crate::error::Error;
+use crate::error::{Error, ImportError};
 use crate::ids::{CacheId, Digest, ImageId, ImageRef};
 use crate::image::{ImportedImage, StagingDir};
 use crate::meta::Reads;
@@ -68,8 +68,16 @@ impl Store {
                     why: "exporter thread panicked",
                 })
             });
+            // When the extraction stops (a full disk, say), the export fails too, with a broken
+            // pipe: the extraction's error is the one that says why.
+            let stats = extracted.map_err(|source| {
+                Error::from(ImportError::from(archive::ArchiveError::Layer {
+                    entry: format!("container {}", c.name),
+                    source,
+                }))
+            })?;
             exported?;
-            extracted.map_err(|e| Error::Invalid(format!("re-reading the committed layer: {e}")))
+            Ok::<_, Error>(stats)
         })?;
 
         let mut config: Value =

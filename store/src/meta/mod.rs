@@ -8,6 +8,7 @@ mod schema;
 mod tests;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -64,6 +65,11 @@ pub enum MetaError {
     },
     #[error("database: {0}")]
     Redb(#[from] redb::Error),
+    /// An I/O error stopped the database and opening it again failed too.
+    #[error(
+        "database {0} stopped after an I/O error and could not be opened again; restart stratad"
+    )]
+    Unavailable(String),
     #[error("database record in table {table}: {source}")]
     Codec {
         table: &'static str,
@@ -116,8 +122,14 @@ fn open_redb(path: &Path, shown: &str) -> Result<redb::Database, MetaError> {
 /// The open database.
 #[derive(Debug)]
 pub struct MetaDb {
-    db: redb::Database,
+    path: std::path::PathBuf,
+    /// Replaced by [`MetaDb::reopen`] after redb latched an I/O error (`None` if that failed);
+    /// transactions hold the instance they began on.
+    db: std::sync::RwLock<Option<Arc<redb::Database>>>,
 }
+
+/// How long a reopen waits for the transactions still using the failed instance.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl MetaDb {
     /// Opens (creating if needed) `path`, checks it and migrates it to [`SCHEMA_VERSION`].
@@ -149,7 +161,7 @@ impl MetaDb {
                     // The copy passed, migration included: the real file opens the same way.
                     let db = open_redb(path, &shown)?;
                     schema::migrate(&db, &shown)?;
-                    return Ok(Self { db });
+                    return Ok(Self::new(path, db));
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&copy);
@@ -179,7 +191,7 @@ impl MetaDb {
             Err(_) => return Err(corrupt("integrity check failed: redb panicked".into())),
         }
         schema::migrate(&db, shown)?;
-        let this = Self { db };
+        let this = Self::new(path, db);
         let records = this.corrupt_records()?;
         if !records.is_empty() {
             return Err(MetaError::CorruptRecords {
@@ -201,26 +213,87 @@ impl MetaDb {
         Ok(out)
     }
 
-    pub fn read(&self) -> Result<ReadTxn, MetaError> {
-        Ok(ReadTxn {
-            txn: self.db.begin_read()?,
-        })
+    fn new(path: &Path, db: redb::Database) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+        }
     }
 
-    /// A write transaction whose commit is not flushed to disk (redb `Durability::None`); a
-    /// later durable commit persists it. Only for state that start-up reconcile rebuilds from
-    /// the kernel anyway (mount counts), where an fsync per mount would be wasted.
-    pub fn write_volatile(&self) -> Result<WriteTxn, MetaError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| MetaError::Redb(redb::Error::from(e)))?;
-        Ok(WriteTxn { txn })
+    fn current(&self) -> Result<Arc<redb::Database>, MetaError> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| MetaError::Unavailable(self.path.display().to_string()))
+    }
+
+    /// redb latches an I/O error (a full disk, say): every later operation on that instance
+    /// fails with `PreviousIo` until the database is closed and opened again. Once the
+    /// transactions still using `failed` are done, this opens the file again (redb repairs what
+    /// the failed write left). Returns whether it did.
+    fn reopen(&self, failed: *const redb::Database) -> bool {
+        let mut current = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref().is_none_or(|db| Arc::as_ptr(db) != failed) {
+            return current.is_some();
+        }
+        let started = std::time::Instant::now();
+        // The lock's own: any other holder is a transaction still running on it.
+        while current.as_ref().map_or(0, Arc::strong_count) > 1 {
+            if started.elapsed() > REOPEN_WAIT {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let shown = self.path.display().to_string();
+        // The old instance must be closed (its file lock released) before the new one opens.
+        drop(current.take());
+        match open_redb(&self.path, &shown) {
+            Ok(db) => {
+                *current = Some(Arc::new(db));
+                tracing::warn!(database = %shown, "reopened the database after an I/O error");
+                true
+            }
+            Err(e) => {
+                tracing::error!(database = %shown, error = %e, "cannot reopen the database after an I/O error");
+                false
+            }
+        }
+    }
+
+    /// Begins a transaction with `begin`, reopening the database once if redb latched an I/O
+    /// error on the instance in use.
+    fn begin<T>(
+        &self,
+        begin: impl Fn(&redb::Database) -> Result<T, redb::TransactionError>,
+    ) -> Result<(T, Arc<redb::Database>), MetaError> {
+        let db = self.current()?;
+        match begin(&db) {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                let failed = Arc::as_ptr(&db);
+                drop(db);
+                if !self.reopen(failed) {
+                    return Err(MetaError::Unavailable(self.path.display().to_string()));
+                }
+                let db = self.current()?;
+                let txn = begin(&db)?;
+                Ok((txn, db))
+            }
+            other => Ok((other?, db)),
+        }
+    }
+
+    pub fn read(&self) -> Result<ReadTxn, MetaError> {
+        let (txn, db) = self.begin(redb::ReadableDatabase::begin_read)?;
+        Ok(ReadTxn { txn, _db: db })
     }
 
     pub fn write(&self) -> Result<WriteTxn, MetaError> {
-        Ok(WriteTxn {
-            txn: self.db.begin_write()?,
-        })
+        let (txn, db) = self.begin(redb::Database::begin_write)?;
+        Ok(WriteTxn { txn, _db: db })
     }
 }
 
@@ -486,12 +559,14 @@ where
 /// A consistent snapshot.
 pub struct ReadTxn {
     txn: redb::ReadTransaction,
+    _db: Arc<redb::Database>,
 }
 
 /// All changes in one transaction become durable together at [`WriteTxn::commit`]; dropping
 /// it without committing discards them.
 pub struct WriteTxn {
     txn: redb::WriteTransaction,
+    _db: Arc<redb::Database>,
 }
 
 impl std::fmt::Debug for ReadTxn {

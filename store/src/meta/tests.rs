@@ -179,9 +179,9 @@ fn schema_1_container_records_migrate_without_their_mount_count() {
     let c = container();
     {
         let db = MetaDb::open(&path).unwrap();
-        schema::set_version(&db.db, 1);
+        schema::set_version(&db.current().unwrap(), 1);
         let v1 = hex::decode(container_golden(Some("02"))).unwrap();
-        let txn = db.db.begin_write().unwrap();
+        let txn = db.current().unwrap().begin_write().unwrap();
         txn.open_table(CONTAINERS)
             .unwrap()
             .insert(c.id.as_bytes(), v1.as_slice())
@@ -269,7 +269,7 @@ fn a_database_from_a_newer_schema_is_refused_and_left_alone() {
     let path = dir.path().join("meta.redb");
     {
         let db = MetaDb::open(&path).unwrap();
-        schema::set_version(&db.db, SCHEMA_VERSION + 1);
+        schema::set_version(&db.current().unwrap(), SCHEMA_VERSION + 1);
     }
     let err = MetaDb::open(&path).unwrap_err();
     assert!(
