@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub scan_interval: Option<u64>,
+    pub socket_group: Option<String>,
 }
 
 /// The settings in force.
@@ -35,6 +36,9 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// Seconds between scans of the writable layers.
     pub scan_interval: u64,
+    /// The group that owns the socket (mode 0660): its members may use the API, as root can.
+    /// `None`: root's group.
+    pub socket_group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,7 @@ impl Config {
                 .or(file.scan_interval)
                 .unwrap_or(DEFAULT_SCAN_INTERVAL)
                 .max(1),
+            socket_group: flags.socket_group.or(file.socket_group),
         }
     }
 }

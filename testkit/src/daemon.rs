@@ -450,6 +450,7 @@ pub struct Stratad {
     socket: PathBuf,
     metrics_addr: std::net::SocketAddr,
     log: PathBuf,
+    extra_args: Vec<String>,
 }
 
 /// A loopback port nobody listens on right now (for the daemon's metrics endpoint, so
@@ -484,8 +485,24 @@ impl Stratad {
         }
     }
 
+    /// Like [`start`](Self::start), with more flags for `stratad`.
+    pub fn start_with(stratad: impl AsRef<Path>, args: &[&str]) -> Self {
+        match Self::try_start_with(stratad, None, args) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// [`start`](Self::start) / [`start_in`](Self::start_in), returning errors.
     pub fn try_start(stratad: impl AsRef<Path>, parent: Option<&Path>) -> Result<Self, Error> {
+        Self::try_start_with(stratad, parent, &[])
+    }
+
+    fn try_start_with(
+        stratad: impl AsRef<Path>,
+        parent: Option<&Path>,
+        args: &[&str],
+    ) -> Result<Self, Error> {
         let stratad = stratad.as_ref();
         if !stratad.is_file() {
             return Err(Error::ProgramNotFound {
@@ -513,6 +530,7 @@ impl Stratad {
             socket,
             metrics_addr,
             log,
+            extra_args: args.iter().map(|&a| a.to_owned()).collect(),
         };
         me.child = Some(spawn_logged(me.daemon_command(), &me.log)?);
         let log = me.log.clone();
@@ -530,7 +548,8 @@ impl Stratad {
             .arg("--metrics-addr")
             .arg(self.metrics_addr.to_string())
             .arg("--scan-interval")
-            .arg("1");
+            .arg("1")
+            .args(&self.extra_args);
         command
     }
 

@@ -1,7 +1,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use axum::Json;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -13,10 +13,12 @@ use strata_store::{
 };
 use tokio::net::UnixStream;
 
+use super::extract::{JsonBody, Params};
 use super::{ApiError, AppState, RefQuery, blocking};
 
 /// `POST /v1/containers`.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     pub name: Option<String>,
     pub image: String,
@@ -36,7 +38,7 @@ pub struct CreateBody {
 
 pub(super) async fn create(
     State(state): State<AppState>,
-    Json(body): Json<CreateBody>,
+    JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Json<ContainerSummary>, ApiError> {
     let mut mounts = Vec::new();
     for v in &body.volumes {
@@ -71,7 +73,7 @@ pub(super) async fn list(
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<ContainerSummary>, ApiError> {
     blocking(&state, move |s| s.inspect_container(&q.reference)).map(Json)
 }
@@ -83,7 +85,7 @@ pub struct MountedContainer {
 
 pub(super) async fn mount(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<MountedContainer>, ApiError> {
     blocking(&state, move |s| s.mount_container(&q.reference))
         .map(|path| Json(MountedContainer { path }))
@@ -91,7 +93,7 @@ pub(super) async fn mount(
 
 pub(super) async fn unmount(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<super::images::Unmounted>, ApiError> {
     blocking(&state, move |s| s.unmount_container(&q.reference, q.all))
         .map(|remaining| Json(super::images::Unmounted { remaining }))
@@ -99,14 +101,14 @@ pub(super) async fn unmount(
 
 pub(super) async fn diff(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<Vec<Change>>, ApiError> {
     blocking(&state, move |s| s.container_changes(&q.reference)).map(Json)
 }
 
 pub(super) async fn commit(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<ImportedImage>, ApiError> {
     let tag = q
         .tag
@@ -127,7 +129,7 @@ pub struct RemovedContainer {
 
 pub(super) async fn remove(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<RemovedContainer>, ApiError> {
     blocking(&state, move |s| s.remove_container(&q.reference, q.force))
         .map(|name| Json(RemovedContainer { name }))
@@ -150,7 +152,7 @@ pub const EXEC_PROTOCOL: &str = "strata-exec";
 /// answers with one JSON [`ExecOutcome`] line when the command ends.
 pub(super) async fn exec(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let spec: ExecRequest = serde_json::from_str(q.spec.as_deref().unwrap_or("{}"))

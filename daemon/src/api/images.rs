@@ -2,7 +2,7 @@ use std::io::{self, Write};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -11,9 +11,11 @@ use strata_store::ids::ImageRef;
 use strata_store::{ImageDetails, ImageSummary, ImportedImage, RemovedImage};
 use tokio::sync::mpsc;
 
+use super::extract::Params;
 use super::{ApiError, AppState, RefQuery, blocking};
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct TagQuery {
     source: String,
     target: String,
@@ -148,7 +150,7 @@ pub(super) async fn list(
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<ImageDetails>, ApiError> {
     blocking(&state, move |s| s.inspect_image(&q.reference)).map(Json)
 }
@@ -161,7 +163,7 @@ pub struct Tagged {
 
 pub(super) async fn tag(
     State(state): State<AppState>,
-    Query(q): Query<TagQuery>,
+    Params(q): Params<TagQuery>,
 ) -> Result<Json<Tagged>, ApiError> {
     let target: ImageRef = q
         .target
@@ -177,7 +179,7 @@ pub(super) async fn tag(
 
 pub(super) async fn remove(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<RemovedImage>, ApiError> {
     blocking(&state, move |s| s.remove_image(&q.reference, q.force)).map(Json)
 }
@@ -194,14 +196,14 @@ pub struct Unmounted {
 
 pub(super) async fn mount(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<Mounted>, ApiError> {
     blocking(&state, move |s| s.mount_image(&q.reference)).map(|path| Json(Mounted { path }))
 }
 
 pub(super) async fn unmount(
     State(state): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
 ) -> Result<Json<Unmounted>, ApiError> {
     blocking(&state, move |s| s.unmount_image(&q.reference, q.all))
         .map(|remaining| Json(Unmounted { remaining }))

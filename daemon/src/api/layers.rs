@@ -1,14 +1,16 @@
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use strata_store::LayerSummary;
 
+use super::extract::Params;
 use super::{ApiError, AppState, blocking};
 use crate::api::images::ChannelWriter;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct LayerQuery {
     id: String,
 }
@@ -21,7 +23,7 @@ pub(super) async fn list(
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
-    Query(q): Query<LayerQuery>,
+    Params(q): Params<LayerQuery>,
 ) -> Result<Json<LayerSummary>, ApiError> {
     blocking(&state, move |s| s.inspect_layer(&q.id)).map(Json)
 }
@@ -30,7 +32,7 @@ pub(super) async fn inspect(
 /// error mid-stream aborts the body, which the client reports as a truncated export.
 pub(super) async fn export(
     State(state): State<AppState>,
-    Query(q): Query<LayerQuery>,
+    Params(q): Params<LayerQuery>,
 ) -> Result<Response, ApiError> {
     let id = q.id.clone();
     let layer = blocking(&state, move |s| s.inspect_layer(&id))?;

@@ -3,6 +3,7 @@
 //! client gets one clear line, the log gets the detail.
 
 pub mod containers;
+pub mod extract;
 pub mod images;
 mod layers;
 pub mod serve;
@@ -22,6 +23,7 @@ use strata_store::{ErrorKind, Store};
 
 /// The query of every request about one image or container.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RefQuery {
     /// A name, tag, id or id prefix.
     #[serde(rename = "ref")]
@@ -60,11 +62,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
         }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
     }
 }
 
@@ -159,5 +165,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/layers", get(layers::list))
         .route("/v1/layers/inspect", get(layers::inspect))
         .route("/v1/layers/export", get(layers::export))
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no such endpoint: {method} {}", uri.path()),
+                )
+            },
+        )
+        // JSON bodies only; archives are streamed by the import handler, which no limit covers.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            extract::JSON_BODY_LIMIT,
+        ))
         .with_state(state)
 }

@@ -2,6 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use strata_store::{DiskUsage, FsckOptions, FsckReport, StoreInfo};
 
+use super::extract::JsonBody;
 use super::{ApiError, AppState, blocking};
 
 pub(super) async fn info(State(state): State<AppState>) -> Result<Json<StoreInfo>, ApiError> {
@@ -16,7 +17,7 @@ pub(super) async fn df(State(state): State<AppState>) -> Result<Json<DiskUsage>,
 /// not an error of the request).
 pub(super) async fn fsck(
     State(state): State<AppState>,
-    Json(opts): Json<FsckOptions>,
+    JsonBody(opts): JsonBody<FsckOptions>,
 ) -> Result<Json<FsckReport>, ApiError> {
     blocking(&state, move |s| s.fsck(opts)).map(Json)
 }

@@ -1,14 +1,16 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use strata_store::{PrunedVolumes, VolumeSummary};
 
+use super::extract::{JsonBody, Params};
 use super::{ApiError, AppState, blocking};
 
 /// `POST /v1/volumes`.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateVolumeBody {
     pub name: Option<String>,
     #[serde(default)]
@@ -16,16 +18,19 @@ pub struct CreateVolumeBody {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct NameQuery {
     name: String,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     dangling: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct PruneQuery {
     #[serde(default)]
     all: bool,
@@ -33,7 +38,7 @@ pub(super) struct PruneQuery {
 
 pub(super) async fn create(
     State(state): State<AppState>,
-    Json(body): Json<CreateVolumeBody>,
+    JsonBody(body): JsonBody<CreateVolumeBody>,
 ) -> Result<Json<VolumeSummary>, ApiError> {
     blocking(&state, move |s| {
         s.create_volume(body.name.as_deref(), body.labels)
@@ -43,21 +48,21 @@ pub(super) async fn create(
 
 pub(super) async fn list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Vec<VolumeSummary>>, ApiError> {
     blocking(&state, move |s| s.list_volumes(q.dangling)).map(Json)
 }
 
 pub(super) async fn inspect(
     State(state): State<AppState>,
-    Query(q): Query<NameQuery>,
+    Params(q): Params<NameQuery>,
 ) -> Result<Json<VolumeSummary>, ApiError> {
     blocking(&state, move |s| s.inspect_volume(&q.name)).map(Json)
 }
 
 pub(super) async fn remove(
     State(state): State<AppState>,
-    Query(q): Query<NameQuery>,
+    Params(q): Params<NameQuery>,
 ) -> Result<Json<String>, ApiError> {
     let name = q.name.clone();
     blocking(&state, move |s| s.remove_volume(&q.name)).map(|()| Json(name))
@@ -65,7 +70,7 @@ pub(super) async fn remove(
 
 pub(super) async fn prune(
     State(state): State<AppState>,
-    Query(q): Query<PruneQuery>,
+    Params(q): Params<PruneQuery>,
 ) -> Result<Json<PrunedVolumes>, ApiError> {
     blocking(&state, move |s| s.prune_volumes(q.all)).map(Json)
 }

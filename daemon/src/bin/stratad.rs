@@ -37,6 +37,9 @@ struct Args {
     /// Seconds between scans of containers' writable layers [default: 30]
     #[arg(long)]
     scan_interval: Option<u64>,
+    /// Group owning the API socket (mode 0660): its members may use the API [default: root's]
+    #[arg(long)]
+    socket_group: Option<String>,
     /// TOML config file with the same keys (root, socket, driver, log, `metrics_addr`, `scan_interval`)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         log: None,
         metrics_addr: args.metrics_addr,
         scan_interval: args.scan_interval,
+        socket_group: args.socket_group,
     };
     let config = Config::merge(file, flags);
     if args.salvage {
@@ -175,7 +179,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr))?;
     let metrics_bound = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
     tracing::info!(addr = %metrics_bound, "serving /metrics");
-    let listener = bind(&config.socket)?;
+    let listener = bind(&config.socket, config.socket_group.as_deref())?;
     tracing::info!(socket = %config.socket.display(), "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -295,14 +299,28 @@ async fn claim_socket(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// The socket is `root:GROUP` mode 0660: root and the group's members may use the API (which
+/// can run commands in containers as any user: membership is as good as root, as with the
+/// docker group).
+fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let gid = group
+        .map(|name| match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Ok(g.gid),
+            Ok(None) => bail!("socket group {name:?} does not exist"),
+            Err(e) => Err(e).with_context(|| format!("looking up group {name:?}")),
+        })
+        .transpose()?;
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting mode 0660 on {}", path.display()))?;
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(gid))
+            .with_context(|| format!("giving {} to group {gid}", path.display()))?;
+    }
     Ok(listener)
 }
 
