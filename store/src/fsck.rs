@@ -57,6 +57,8 @@ pub enum Check {
     Orphan,
     /// A mount count disagrees with the kernel's mount table.
     MountState,
+    /// A layer's files no longer hash to its `DiffID` (`--verify`).
+    DiffId,
 }
 
 impl Check {
@@ -75,6 +77,7 @@ impl Check {
             Check::VolumeDir => "volume-dir",
             Check::Orphan => "orphan",
             Check::MountState => "mount-state",
+            Check::DiffId => "diff-id",
         }
     }
 }
@@ -98,6 +101,10 @@ pub struct FsckOptions {
     /// Fix what can be fixed safely.
     #[serde(default)]
     pub repair: bool,
+    /// Also put every layer's tar together again from its tape and files and hash it against
+    /// its `DiffID` (reads every layer).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 /// What fsck looked at and found.
@@ -107,6 +114,11 @@ pub struct FsckReport {
     pub images: usize,
     pub containers: usize,
     pub volumes: usize,
+    /// Layers whose `DiffID` `--verify` recomputed.
+    pub verified_layers: usize,
+    /// Layers `--verify` could not check, and why (no tape: imported by an older strata, or
+    /// their tar named a path twice).
+    pub unverifiable_layers: Vec<String>,
     pub findings: Vec<Finding>,
 }
 
@@ -233,11 +245,18 @@ impl Store {
             txn.commit()?;
         }
         self.check_orphans(&records, &mut found)?;
+        let (verified_layers, unverifiable_layers) = if opts.verify {
+            self.verify_layers(&records.layers, &mut found)
+        } else {
+            (0, Vec::new())
+        };
         Ok(FsckReport {
             layers: records.layers.len(),
             images: records.images.len(),
             containers: records.containers.len(),
             volumes: records.volumes.len(),
+            verified_layers,
+            unverifiable_layers,
             findings: found.list,
         })
     }
@@ -578,6 +597,31 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Rehashes every layer whose files are there; returns how many were checked and which
+    /// could not be.
+    fn verify_layers(&self, layers: &[LayerRecord], found: &mut Findings) -> (usize, Vec<String>) {
+        let mut verified = 0;
+        let mut unverifiable = Vec::new();
+        for l in layers {
+            if !self.driver.diff_dir(l.cache_id).is_dir() {
+                continue; // already a `layer-files` finding
+            }
+            match self.play_tape(l.cache_id, l.diff_id, &mut std::io::sink()) {
+                Ok(Some(())) => verified += 1,
+                Ok(None) => unverifiable.push(format!("{}: no tape", layer_name(&l.chain_id))),
+                Err(e) => {
+                    verified += 1;
+                    found.report(
+                        Check::DiffId,
+                        layer_name(&l.chain_id),
+                        format!("{e}; remove the images using it and import them again"),
+                    );
+                }
+            }
+        }
+        (verified, unverifiable)
     }
 
     /// Mount counts against the kernel: containers (in memory) and image views (recorded).

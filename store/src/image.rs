@@ -268,13 +268,17 @@ impl Store {
         let cache_id = CacheId::random();
         // Where this layer's files come from: the staged extraction, or a copy of a stored
         // layer with the same DiffID (a known blob, or one diff used at two chain positions).
-        let (source, stats) = match (staged, consumed.get(&diff_id)) {
-            (Some(s), None) if s.dir.is_some() => {
-                (s.dir.clone().unwrap_or_default(), s.stats.clone())
-            }
+        // ... and its tape: recorded by the extraction, or the copied layer's.
+        let (source, stats, tape) = match (staged, consumed.get(&diff_id)) {
+            (Some(s), None) if s.dir.is_some() => (
+                s.dir.clone().unwrap_or_default(),
+                s.stats.clone(),
+                TapeFrom::Recorded,
+            ),
             (_, Some(&from)) => (
                 copy_layer_to_staging(&self.driver.diff_dir(from), staging)?,
                 staged.and_then(|s| s.stats.clone()),
+                TapeFrom::Layer(from),
             ),
             _ => {
                 let twin = txn
@@ -290,7 +294,9 @@ impl Store {
                         tar_bytes: twin.tar_bytes,
                         size: twin.size,
                         files: twin.files,
+                        tape: None,
                     }),
+                    TapeFrom::Layer(twin.cache_id),
                 )
             }
         };
@@ -298,11 +304,27 @@ impl Store {
             .driver
             .create_layer(cache_id, parent.map(|p| p.1), &source)?;
         placed.push((cache_id, placed_layer.short_link.clone()));
+        // The tape is durable with the rest (the import syncs the filesystem before it
+        // commits); a layer without one (the tar could not be taped, or an older strata
+        // imported it) is exported by walking its files and cannot be verified.
+        let placed_tape = self.driver.tape_path(cache_id);
+        let written = match (&tape, stats.as_ref().and_then(|s| s.tape.as_ref())) {
+            (TapeFrom::Recorded, Some(bytes)) => std::fs::write(&placed_tape, bytes),
+            (TapeFrom::Recorded, None) => Ok(()),
+            (TapeFrom::Layer(from), _) => {
+                match std::fs::copy(self.driver.tape_path(*from), &placed_tape) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    copied => copied.map(drop),
+                }
+            }
+        };
+        written.map_err(Error::io("placing the tape of", &placed_tape))?;
         let stats = stats.unwrap_or(archive::LayerStats {
             diff_id,
             tar_bytes: 0,
             size: 0,
             files: 0,
+            tape: None,
         });
         Ok(LayerRecord {
             chain_id,
@@ -537,6 +559,14 @@ fn copy_layer_to_staging(from: &Path, staging: &Path) -> Result<PathBuf, Error> 
     let to = staging.join(format!("copy-{}", CacheId::random()));
     copy_tree(from, &to)?;
     Ok(to)
+}
+
+/// Where a placed layer's tape comes from.
+enum TapeFrom {
+    /// The extraction recorded it (in the layer's stats, if the tar could be taped).
+    Recorded,
+    /// A stored layer with the same `DiffID`, whose files were copied.
+    Layer(CacheId),
 }
 
 /// Points `tag` at `id`, untagging the image it named before.

@@ -4,8 +4,9 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::archive::tape;
 use crate::error::{Error, is_hex_prefix, unique_by_prefix};
-use crate::ids::{ChainId, DiffId};
+use crate::ids::{CacheId, ChainId, DiffId};
 use crate::meta::{LayerRecord, Reads};
 use crate::store::Store;
 
@@ -60,10 +61,40 @@ impl Store {
             .map(|l| self.summary(&l))
     }
 
-    /// `layer export`: writes the layer's changes as a tar stream (whiteouts as `.wh.` files).
-    pub fn export_layer(&self, reference: &str, out: impl Write) -> Result<(), Error> {
+    /// `layer export`: writes the layer as a tar stream. A layer with a tape is written exactly
+    /// as it was imported (its digest is its `DiffID`); an error after the first bytes means
+    /// the layer's files changed since (see `fsck --verify`). A layer without a tape is walked
+    /// and written anew (whiteouts as `.wh.` files; its digest differs).
+    pub fn export_layer(&self, reference: &str, mut out: impl Write) -> Result<(), Error> {
         let layer = self.inspect_layer(reference)?;
-        crate::archive::export_layer(&layer.diff_path, out)?;
-        Ok(())
+        let id: CacheId = layer.cache_id.parse()?;
+        match self.play_tape(id, layer.diff_id, &mut out)? {
+            Some(()) => Ok(()),
+            None => Ok(crate::archive::export_layer(&layer.diff_path, out)?),
+        }
+    }
+
+    /// Plays layer `id`'s tape into `out`, failing if what was written does not hash to
+    /// `diff_id`. `None` when the layer has no tape.
+    pub(crate) fn play_tape(
+        &self,
+        id: CacheId,
+        diff_id: DiffId,
+        out: &mut impl Write,
+    ) -> Result<Option<()>, Error> {
+        let path = self.driver.tape_path(id);
+        let tape = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("opening", &path)(e)),
+        };
+        let (recorded, actual) = tape::play(tape, &self.driver.diff_dir(id), out)
+            .map_err(|e| Error::Invalid(format!("layer {diff_id}: {e}")))?;
+        if recorded != diff_id || actual != diff_id.0 {
+            return Err(Error::Invalid(format!(
+                "layer {diff_id}: its files now hash to {actual}: they changed since the import"
+            )));
+        }
+        Ok(Some(()))
     }
 }

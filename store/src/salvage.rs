@@ -93,7 +93,10 @@ impl Store {
 
         let set_aside = set_aside_unnamed(&root, &opts.driver, &salvaged, stamp)?;
         let (store, _) = Store::open(opts)?;
-        let fsck = store.fsck(FsckOptions { repair: true })?;
+        let fsck = store.fsck(FsckOptions {
+            repair: true,
+            verify: false,
+        })?;
         Ok(SalvageReport {
             damaged_copy,
             layers: salvaged.layers.len(),

@@ -37,11 +37,21 @@ fn store() -> TestStore {
 }
 
 fn check(t: &TestStore) -> FsckReport {
-    t.store().fsck(FsckOptions { repair: false }).unwrap()
+    t.store()
+        .fsck(FsckOptions {
+            repair: false,
+            verify: false,
+        })
+        .unwrap()
 }
 
 fn repair(t: &TestStore) -> FsckReport {
-    t.store().fsck(FsckOptions { repair: true }).unwrap()
+    t.store()
+        .fsck(FsckOptions {
+            repair: true,
+            verify: false,
+        })
+        .unwrap()
 }
 
 /// The findings as `(check, object)`, sorted, for exact comparison.
@@ -297,4 +307,65 @@ fn mount_counts_are_checked_against_the_kernel() {
             .contains(&stray)
     );
     assert_clean(&t, "after repair");
+}
+
+/// `--verify` puts every layer's tar together again from its tape and files: a healthy store
+/// verifies, `layer export` is byte for byte the imported tar, and one changed byte in a
+/// layer's files is a finding no repair can fix.
+#[test]
+fn verify_recomputes_diff_ids_and_catches_one_changed_byte() {
+    let t = store();
+    let verify = |t: &TestStore| {
+        t.store()
+            .fsck(FsckOptions {
+                repair: true,
+                verify: true,
+            })
+            .unwrap()
+    };
+    let report = verify(&t);
+    assert_eq!(report.verified_layers, 2);
+    assert!(
+        report.unverifiable_layers.is_empty(),
+        "{:?}",
+        report.unverifiable_layers
+    );
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+
+    let layers = t.store().list_layers().unwrap();
+    let built = busybox_image(IMAGE);
+    let originals: std::collections::HashMap<String, &Vec<u8>> =
+        built.diff_ids().into_iter().zip(&built.layers).collect();
+    for layer in &layers {
+        let original = originals[&layer.diff_id.to_string()];
+        let mut exported = Vec::new();
+        t.store()
+            .export_layer(&layer.chain_id.to_string(), &mut exported)
+            .unwrap();
+        assert!(
+            exported == *original,
+            "export of {} is not the imported tar",
+            layer.chain_id
+        );
+    }
+
+    let top = layers
+        .iter()
+        .find(|l| l.diff_path.join("etc/motd").exists())
+        .unwrap();
+    let motd = top.diff_path.join("etc/motd");
+    let mut bytes = std::fs::read(&motd).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&motd, bytes).unwrap();
+    let report = verify(&t);
+    assert_eq!(
+        found(&report),
+        vec![(Check::DiffId, format!("layer {}", top.chain_id))]
+    );
+    assert_eq!(report.outstanding(), 1);
+    let e = t
+        .store()
+        .export_layer(&top.chain_id.to_string(), std::io::sink())
+        .unwrap_err();
+    assert!(e.to_string().contains("changed since the import"), "{e}");
 }

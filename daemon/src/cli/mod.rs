@@ -131,6 +131,9 @@ enum SystemCmd {
         /// Fix what can be fixed safely, and say what was done
         #[arg(long)]
         repair: bool,
+        /// Also recompute every layer's digest (its `DiffID`) from its files (reads them all)
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -616,9 +619,12 @@ async fn layer(client: &Client, cmd: LayerCmd, json: bool) -> anyhow::Result<()>
 
 /// `system fsck`: a table of findings (or the report as JSON), then an error while any
 /// finding is not repaired, so that scripts can rely on the exit code.
-async fn fsck(client: &Client, repair: bool, json: bool) -> anyhow::Result<()> {
+async fn fsck(client: &Client, repair: bool, verify: bool, json: bool) -> anyhow::Result<()> {
     let v = client
-        .post_json("/v1/system/fsck", &serde_json::json!({ "repair": repair }))
+        .post_json(
+            "/v1/system/fsck",
+            &serde_json::json!({ "repair": repair, "verify": verify }),
+        )
         .await?;
     let rows = rows_of(&v, "findings", |f| {
         let action = s(f, "repair");
@@ -652,6 +658,20 @@ async fn fsck(client: &Client, repair: bool, json: bool) -> anyhow::Result<()> {
             n(&v, "volumes"),
             rows.len()
         );
+        if verify {
+            println!(
+                "verified the DiffID of {} layer(s)",
+                n(&v, "verified_layers")
+            );
+            for why in v
+                .get("unverifiable_layers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!("  not verifiable: {}", why.as_str().unwrap_or_default());
+            }
+        }
     }
     let outstanding = v
         .get("findings")
@@ -697,7 +717,7 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
             );
             Ok(())
         }
-        SystemCmd::Fsck { repair } => fsck(client, repair, json).await,
+        SystemCmd::Fsck { repair, verify } => fsck(client, repair, verify, json).await,
         SystemCmd::Df { verbose } => {
             let v = client.value(Method::GET, "/v1/system/df").await?;
             if json {

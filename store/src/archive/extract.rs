@@ -43,7 +43,7 @@
 //! | data after the end-of-archive marker | read and hashed, not interpreted |
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -54,6 +54,7 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
 
+use super::tape::TapeRecorder;
 use crate::ids::{DiffId, Digest};
 use crate::sys::fs::{self, FileKind, Timestamp};
 
@@ -69,6 +70,9 @@ pub struct LayerStats {
     /// Names created: files, directories, symlinks, hardlinks, devices, fifos and whiteouts
     /// (implicitly created parents, opaque markers and repeated directory entries excluded).
     pub files: u64,
+    /// The layer's tape (zstd), to put the exact tar together again (see `archive::tape`);
+    /// `None` when the tar cannot be taped.
+    pub tape: Option<Vec<u8>>,
 }
 
 /// Why a layer could not be applied. After any error the destination holds a partial tree that
@@ -145,14 +149,16 @@ fn extract<R: Read>(
         source,
     })?;
     let state = StreamState::default();
+    let tape = TapeRecorder::new().ok().map(RefCell::new);
     // `HashingReader` buffers (it reads whole chunks to hand them to its hashing thread), so
     // the parser's small header reads need no `BufReader` of their own.
     let tracked = Tracked {
         inner: hashing,
         state: &state,
+        tape: tape.as_ref(),
     };
     let mut archive = tar::Archive::new(tracked);
-    let mut applier = Applier::new(&root);
+    let mut applier = Applier::new(&root, tape.as_ref());
     {
         let entries = archive.entries().map_err(ExtractError::Read)?;
         for entry in entries {
@@ -175,8 +181,10 @@ fn extract<R: Read>(
         }
         return Err(applier.stream_error(io::ErrorKind::UnexpectedEof.into(), &state, false));
     }
-    let mut hashing = archive.into_inner().inner;
-    io::copy(&mut hashing, &mut io::sink()).map_err(ExtractError::Read)?;
+    // Trailing data is part of the stream (hashed, and on the tape), not of the archive.
+    let mut tracked = archive.into_inner();
+    io::copy(&mut tracked, &mut io::sink()).map_err(ExtractError::Read)?;
+    let hashing = tracked.inner;
     applier.finish()?;
     let tar_bytes = hashing.len;
     let diff_id = match (diff_id, hashing.digest()) {
@@ -184,11 +192,22 @@ fn extract<R: Read>(
         (None, Some(digest)) => DiffId(digest),
         (None, None) => unreachable!("a hashing reader always has a digest"),
     };
+    let (size, files) = (applier.size, applier.files);
+    drop(applier);
+    let tape = match tape.map(|t| t.into_inner().finish(diff_id)) {
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(why)) => {
+            tracing::info!(layer = %diff_id, why, "no tape for this layer: fsck --verify cannot check it, export rebuilds it");
+            None
+        }
+        None => None,
+    };
     Ok(LayerStats {
         diff_id,
         tar_bytes,
-        size: applier.size,
-        files: applier.files,
+        size,
+        files,
+        tape,
     })
 }
 
@@ -205,10 +224,12 @@ pub(crate) struct StreamState {
     head: Cell<Option<[u8; 4]>>,
 }
 
-/// A reader that records in a [`StreamState`] what happened to the stream below it.
+/// A reader that records in a [`StreamState`] what happened to the stream below it, and shows
+/// every byte to the layer's tape.
 pub(crate) struct Tracked<'s, R> {
     pub(crate) inner: R,
     pub(crate) state: &'s StreamState,
+    pub(crate) tape: Option<&'s RefCell<TapeRecorder>>,
 }
 
 impl<R: Read> Read for Tracked<'_, R> {
@@ -226,6 +247,9 @@ impl<R: Read> Read for Tracked<'_, R> {
                 self.state
                     .consumed
                     .set(self.state.consumed.get() + n as u64);
+                if let Some(tape) = self.tape {
+                    tape.borrow_mut().observe(&buf[..n]);
+                }
                 if self.state.head.get().is_none() && n >= 4 {
                     self.state.head.set(Some([buf[0], buf[1], buf[2], buf[3]]));
                 }
@@ -401,6 +425,7 @@ impl<R: Read> Read for HashingReader<R> {
 /// Per-layer extraction state: the destination, a cached parent directory and counters.
 struct Applier<'r> {
     root: BorrowedFd<'r>,
+    tape: Option<&'r RefCell<TapeRecorder>>,
     /// The last parent directory opened (relative path, `O_PATH` fd or `None` for the root),
     /// reused while consecutive entries live in the same directory.
     cached_parent: Option<(Vec<u8>, Option<OwnedFd>)>,
@@ -425,9 +450,10 @@ struct Meta {
 }
 
 impl<'r> Applier<'r> {
-    fn new(root: &'r OwnedFd) -> Self {
+    fn new(root: &'r OwnedFd, tape: Option<&'r RefCell<TapeRecorder>>) -> Self {
         Self {
             root: root.as_fd(),
+            tape,
             cached_parent: None,
             dir_times: Vec::new(),
             xattrs: Vec::new(),
@@ -578,10 +604,26 @@ impl<'r> Applier<'r> {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(self.invalid("whiteout names no file"));
             }
+            if let Some(tape) = self.tape {
+                let target = if parent.is_empty() {
+                    hidden.to_vec()
+                } else {
+                    [parent, b"/", hidden].concat()
+                };
+                tape.borrow_mut().entry(&target, false);
+            }
             return self.apply_whiteout(parent, hidden, meta);
+        }
+        if let Some(tape) = self.tape {
+            tape.borrow_mut().entry(path, kind.is_dir());
         }
         let cname = self.cstring(name)?;
         if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
+            // A sparse entry's stream is a map and fragments, not the file: it stays raw.
+            if let Some(tape) = self.tape.filter(|_| !kind.is_gnu_sparse()) {
+                tape.borrow_mut()
+                    .payload(entry.raw_file_position(), entry.size(), path);
+            }
             self.write_file(entry, parent, &cname, meta, state)
         } else if kind.is_dir() {
             self.make_dir(path, parent, &cname, meta)

@@ -7,6 +7,7 @@
 pub mod export;
 pub mod extract;
 pub mod source;
+pub(crate) mod tape;
 
 pub use export::{ExportError, export_layer};
 pub use extract::{ExtractError, LayerStats, extract_layer};
@@ -14,6 +15,7 @@ pub use source::{
     ArchiveError, ArchiveImage, BlobKey, ImageConfig, ImportProgress, ImportedArchive, StagedLayer,
     read_image_archive,
 };
+pub use tape::TapeError;
 
 #[cfg(test)]
 mod extract_tests;

@@ -352,6 +352,7 @@ fn read_entries(
     let tracked = Tracked {
         inner: BufReader::with_capacity(1 << 20, reader),
         state: &state,
+        tape: None,
     };
     let mut archive = tar::Archive::new(tracked);
     let mut blobs = Blobs::default();

@@ -86,6 +86,9 @@ pub trait Driver: Send + Sync + Debug {
     /// The layer's own changes in overlay format: what `layer export` reads.
     fn diff_dir(&self, id: CacheId) -> PathBuf;
 
+    /// Where the layer's tape is kept, beside its files (see `archive::tape`).
+    fn tape_path(&self, id: CacheId) -> PathBuf;
+
     /// Describes a read-only mount of `chain` (bottom first). Pure: touches nothing.
     fn view(&self, chain: &[(CacheId, String)]) -> MountSpec;
 

@@ -112,6 +112,10 @@ impl Driver for Overlay2 {
         self.layer_dir(id).join("diff")
     }
 
+    fn tape_path(&self, id: CacheId) -> PathBuf {
+        self.layer_dir(id).join("tape")
+    }
+
     fn view(&self, chain: &[(CacheId, String)]) -> MountSpec {
         let mut lower: Vec<PathBuf> = chain
             .iter()

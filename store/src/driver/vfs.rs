@@ -71,6 +71,10 @@ impl Driver for Vfs {
         self.home.join(id.hex()).join("diff")
     }
 
+    fn tape_path(&self, id: CacheId) -> PathBuf {
+        self.home.join(id.hex()).join("tape")
+    }
+
     fn view(&self, chain: &[(CacheId, String)]) -> MountSpec {
         let top = chain.last().map_or_else(
             || self.home.clone(),
