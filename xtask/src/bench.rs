@@ -12,12 +12,13 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use strata_testkit::{Dockerd, ImageBuilder, Stratad};
 
+use crate::bench_report::Figure;
 use crate::{cargo, run_checked, workspace_root};
 
 const TAG: &str = "strata-bench/import:latest";
@@ -267,7 +268,7 @@ fn generate(size_mib: u64, work: &Path) -> Result<(Vec<PathBuf>, PathBuf, f64)> 
     Ok((layer_paths, archive, mib))
 }
 
-pub(crate) fn import(options: &Options) -> Result<ExitCode> {
+pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the import benchmark needs root (overlay, file owners, dockerd)");
     }
@@ -359,7 +360,51 @@ pub(crate) fn import(options: &Options) -> Result<ExitCode> {
         }
     }
     print_table(&samples, mib);
-    Ok(ExitCode::SUCCESS)
+    Ok(figures(&samples, mib))
+}
+
+/// Issue 7's import targets: at least 0.8x `tar -x`, and faster than `docker load`.
+fn figures(samples: &Samples, mib: f64) -> Vec<Figure> {
+    let secs = |v: &[Duration]| (!v.is_empty()).then(|| median(v.to_vec()).as_secs_f64());
+    let (Some(tar), Some(tar_sync)) = (secs(&samples.tar), secs(&samples.tar_sync)) else {
+        return Vec::new();
+    };
+    let what = format!("import {mib:.0} MiB, 5 layers, fresh store");
+    let mut out = Vec::new();
+    if let Some(s) = secs(&samples.strata) {
+        out.push(
+            Figure::new("import", what.clone(), format!("{s:.2} s"))
+                .peer(
+                    format!("tar -x {tar:.2} s (+sync {tar_sync:.2} s)"),
+                    format!("{:.2}x tar -x, {:.2}x tar+sync", tar / s, tar_sync / s),
+                )
+                .target(">= 0.8x tar -x", tar / s >= 0.8),
+        );
+        if let Some(d) = secs(&samples.docker) {
+            out.push(
+                Figure::new("import", what, format!("{s:.2} s"))
+                    .peer(
+                        format!("docker load {d:.2} s"),
+                        format!("{:.2}x faster", d / s),
+                    )
+                    .target("faster than docker load", s < d),
+            );
+        }
+        if let Some(again) = secs(&samples.strata_again) {
+            out.push(
+                Figure::new(
+                    "import",
+                    "the same archive again (layers stored)",
+                    format!("{again:.2} s"),
+                )
+                .peer(
+                    format!("tar -x {tar:.2} s"),
+                    format!("{:.1}x tar -x", tar / again),
+                ),
+            );
+        }
+    }
+    out
 }
 
 fn print_table(samples: &Samples, mib: f64) {

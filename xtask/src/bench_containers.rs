@@ -15,7 +15,7 @@
 //! process start-up.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,9 +30,10 @@ use serde_json::{Value, json};
 use strata_testkit::{Dockerd, Stratad, busybox_image};
 use tokio::net::UnixStream;
 
+use crate::bench_report::Figure;
 use crate::{bench, workspace_root};
 
-const IMAGE: &str = "strata-bench/busybox:latest";
+pub(crate) const IMAGE: &str = "strata-bench/busybox:latest";
 /// Unrecorded cycles per daemon before measuring: caches, allocator, first-use paths.
 const WARM_UP_CYCLES: usize = 10;
 /// Cycles in a row on one daemon. Blocks alternate ABBA between the daemons, so drift over the
@@ -91,13 +92,13 @@ impl Options {
 
 /// One HTTP/1.1 connection to a daemon's unix socket, kept alive across requests and reopened
 /// when the daemon closes it.
-struct ApiConnection {
+pub(crate) struct ApiConnection {
     socket: PathBuf,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl ApiConnection {
-    fn new(socket: &Path) -> Self {
+    pub(crate) fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_path_buf(),
             sender: None,
@@ -118,7 +119,12 @@ impl ApiConnection {
     }
 
     /// Sends one request; returns the body of a 2xx answer, fails on any other.
-    async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Result<Bytes> {
+    pub(crate) async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Bytes> {
         let mut sender = match self.sender.take() {
             Some(sender) if !sender.is_closed() => sender,
             _ => self.connect().await?,
@@ -154,13 +160,13 @@ impl ApiConnection {
 
 /// The daemon under test; each speaks its own API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Strata,
     Docker,
 }
 
 impl Side {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Side::Strata => "strata",
             Side::Docker => "docker",
@@ -252,7 +258,7 @@ fn json_array_len(bytes: &[u8], what: &str) -> Result<usize> {
 
 /// Creates up to `count` containers with [`CREATE_WORKERS`] requests in flight, stopping
 /// early at `deadline`; returns how many were made and how long it took.
-async fn fill(
+pub(crate) async fn fill(
     side: Side,
     socket: &Path,
     count: usize,
@@ -289,7 +295,7 @@ async fn fill(
 }
 
 /// Runs `command` `runs` times; returns the wall time of each run and the stdout of the last.
-fn time_command(
+pub(crate) fn time_command(
     mut command: impl FnMut() -> Command,
     runs: usize,
 ) -> Result<(Vec<Duration>, Vec<u8>)> {
@@ -316,14 +322,14 @@ fn time_command(
 }
 
 /// The sample at quantile `q` (nearest rank).
-fn quantile(samples: &[Duration], q_percent: usize) -> Duration {
+pub(crate) fn quantile(samples: &[Duration], q_percent: usize) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
     let rank = (sorted.len() * q_percent).div_ceil(100).max(1);
     sorted[rank - 1]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -392,7 +398,7 @@ struct Daemons {
     docker: Option<Dockerd>,
 }
 
-pub(crate) fn containers(options: &Options) -> Result<ExitCode> {
+pub(crate) fn containers(options: &Options) -> Result<Vec<Figure>> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the containers benchmark needs root (overlay mounts, dockerd)");
     }
@@ -407,8 +413,11 @@ pub(crate) fn containers(options: &Options) -> Result<ExitCode> {
     std::fs::write(&archive, busybox_image(IMAGE).docker_save_legacy())
         .with_context(|| format!("writing {}", archive.display()))?;
 
-    eprintln!("starting stratad and importing {IMAGE}");
+    eprintln!("starting stratad; its idle memory, then importing {IMAGE}");
     let strata = Stratad::start_in(&stratad, work.path());
+    // A few scan intervals, so the idle figure includes the background work.
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = memory(&strata)?;
     strata.strata_ok(
         &strata_cli,
         &[
@@ -443,12 +452,137 @@ pub(crate) fn containers(options: &Options) -> Result<ExitCode> {
     } else {
         None
     };
+    // With every container listed and scanned at least once (the scanner's interval is 1 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let loaded = memory(&daemons.strata)?;
     print_summary(options, &cycles, &strata_listing, docker_listing.as_ref());
+    println!(
+        "stratad memory: idle RSS {:.1} MiB; with {} containers RSS {:.1} MiB, peak {:.1} MiB",
+        mib(idle.rss),
+        strata_listing.filled,
+        mib(loaded.rss),
+        mib(loaded.peak)
+    );
+    let figures = figures(
+        &cycles,
+        &strata_listing,
+        docker_listing.as_ref(),
+        idle,
+        loaded,
+    );
 
     eprintln!("cleaning up: stopping the daemons, removing their data roots");
     drop(daemons);
     work.close().context("removing the work directory")?;
-    Ok(ExitCode::SUCCESS)
+    Ok(figures)
+}
+
+/// stratad's resident memory now and at its peak, in bytes (`/proc/PID/status`).
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss: u64,
+    peak: u64,
+}
+
+fn memory(daemon: &Stratad) -> Result<Memory> {
+    let pid = daemon.pid().context("stratad is not running")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading stratad's /proc status")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib << 10)
+            .with_context(|| format!("{name} missing from /proc/{pid}/status"))
+    };
+    Ok(Memory {
+        rss: field("VmRSS:")?,
+        peak: field("VmHWM:")?,
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    f64::from(u32::try_from(bytes >> 10).unwrap_or(u32::MAX)) / 1024.0
+}
+
+/// The targets of issues 3 and 7: create cycle >= 5x Docker; listing 10,000 under 200 ms and
+/// >= 10x Docker; idle RSS < 30 MiB, < 150 MiB with 10,000 containers.
+fn figures(
+    cycles: &[Cycles],
+    strata: &Listing,
+    docker: Option<&Listing>,
+    idle: Memory,
+    loaded: Memory,
+) -> Vec<Figure> {
+    let of = |side: Side| cycles.iter().find(|c| c.side == side);
+    let mut out = Vec::new();
+    if let Some(s) = of(Side::Strata) {
+        for q in [50, 99] {
+            let strata_ms = ms(quantile(&s.total, q));
+            let mut f = Figure::new(
+                "containers",
+                format!("create+mount+unmount+remove, p{q} of {}", s.total.len()),
+                format!("{strata_ms:.2} ms"),
+            );
+            if let Some(d) = of(Side::Docker) {
+                let docker_ms = ms(quantile(&d.total, q));
+                f = f.peer(
+                    format!("docker create+remove {docker_ms:.2} ms"),
+                    format!("{:.1}x faster", docker_ms / strata_ms),
+                );
+                if q == 50 {
+                    f = f.target(
+                        format!(">= {TARGET_CYCLE_SPEED_UP:.0}x faster"),
+                        docker_ms / strata_ms >= TARGET_CYCLE_SPEED_UP,
+                    );
+                }
+            }
+            out.push(f);
+        }
+    }
+    let list_ms = ms(quantile(&strata.cli, 50));
+    let mut f = Figure::new(
+        "containers",
+        format!("`container ls -a --json`, {} containers", strata.filled),
+        format!("{list_ms:.1} ms"),
+    );
+    let docker_ms = docker.map(|d| ms(quantile(&d.cli, 50)));
+    if let (Some(d), Some(docker_ms)) = (docker, docker_ms) {
+        f = f.peer(
+            format!("`docker ps -a` ({}) {docker_ms:.0} ms", d.filled),
+            format!("{:.1}x faster", docker_ms / list_ms),
+        );
+    }
+    if strata.filled >= TARGET_LIST_COUNT {
+        let fast_enough = docker_ms.is_none_or(|d| d / list_ms >= 10.0);
+        f = f.target(
+            format!("< {TARGET_LIST_MS:.0} ms, >= 10x docker"),
+            list_ms < TARGET_LIST_MS && fast_enough,
+        );
+    }
+    out.push(f);
+    out.push(
+        Figure::new(
+            "memory",
+            "stratad RSS, idle (empty store)",
+            format!("{:.1} MiB", mib(idle.rss)),
+        )
+        .target("< 30 MiB", idle.rss < 30 << 20),
+    );
+    let mut f = Figure::new(
+        "memory",
+        format!(
+            "stratad peak RSS, {} containers created and listed",
+            strata.filled
+        ),
+        format!("{:.1} MiB", mib(loaded.peak)),
+    );
+    if strata.filled >= TARGET_LIST_COUNT {
+        f = f.target("< 150 MiB", loaded.peak < 150 << 20);
+    }
+    out.push(f);
+    out
 }
 
 /// Warms up, then runs `count` cycles on each daemon, in alternating blocks.

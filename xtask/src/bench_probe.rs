@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::bench_report::Figure;
 use crate::{probe, vm};
 
 const INIT_SH: &str = include_str!("../vm/probe-bench-init.sh");
@@ -83,7 +84,7 @@ impl Options {
     }
 }
 
-pub(crate) fn bench_probe(options: &Options) -> Result<ExitCode> {
+pub(crate) fn bench_probe(options: &Options) -> Result<Vec<Figure>> {
     let cache = vm::cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     vm::provision()?;
@@ -137,15 +138,43 @@ pub(crate) fn bench_probe(options: &Options) -> Result<ExitCode> {
         boot.elapsed.as_secs_f64()
     );
 
+    let mut figure = None;
     let verdict = boot.verdict(options.timeout, || {
         match vm::sections(&boot.console).get("probe-bench") {
             Some(lines) => parse(lines)
                 .map_err(|e| vec![format!("parsing the probe-bench section: {e:#}")])
-                .and_then(|run| check(&run, options).map(|()| report(&run))),
+                .and_then(|run| {
+                    check(&run, options)?;
+                    figure = Some(overhead_figure(&run, options.file_size));
+                    Ok(report(&run))
+                }),
             None => Err(vec!["no probe-bench section on the console".to_owned()]),
         }
     });
-    Ok(boot.report("bench probe", verdict, &timings, &console_log))
+    if boot.report("bench probe", verdict, &timings, &console_log) != ExitCode::SUCCESS {
+        bail!("bench probe failed (see above)");
+    }
+    Ok(figure.into_iter().collect())
+}
+
+/// Issue 4's target: the attached median within 5% of the detached one.
+fn overhead_figure(run: &Run, file_size: usize) -> Figure {
+    let detached = Summary::of(run, false);
+    let attached = Summary::of(run, true);
+    let r = ratio(attached.p50, detached.p50);
+    Figure::new(
+        "probe",
+        format!(
+            "{} copy-ups of {file_size} B in the VM (TCG), median",
+            attached.count
+        ),
+        format!("attached {:.1} us", micros(attached.p50)),
+    )
+    .peer(
+        format!("detached {:.1} us", micros(detached.p50)),
+        format!("{:+.1}%", (r - 1.0) * 100.0),
+    )
+    .target("within 5%", r <= TARGET_RATIO)
 }
 
 /// The probe's figures after one attached block.

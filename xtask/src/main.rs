@@ -6,19 +6,17 @@
 //! - `build-probe`: provisions nightly, `rust-src` and bpf-linker (cached), then builds the
 //!   eBPF copy-up probe into `target/bpf/strata-probe.o` for the daemon to embed.
 //! - `run [-- ARGS]`: builds `stratad` in release and runs it with ARGS.
-//! - `bench import [OPTIONS]`: import throughput of a ~1 GiB image: `tar -x` of its layers (the
-//!   practical limit), `strata image import` into a fresh store, `docker load` into a fresh
-//!   dockerd, and a re-import into a populated store.
+//! - `bench [CASE...] [OPTIONS]`: the benchmarks, Strata beside Docker and the machine's limits
+//!   (see `bench_report`); a full run writes `BENCHMARKS.md`.
 //! - `vm-test [OPTIONS]`: boots the daemon in a QEMU VM and checks copy-up metrics (see `vm`).
-//! - `bench containers [OPTIONS]`: create/mount/unmount/remove cycles through Strata's API
-//!   beside Docker's create/remove, and listing 10,000 containers with each CLI.
-//! - `bench probe [OPTIONS]`: the copy-up probe's overhead, measured in the VM (see
-//!   `bench_probe`).
 //! - `lint-dashboards`: checks the Grafana dashboards' conventions (see `lint_dashboards`).
 
 mod bench;
 mod bench_containers;
+mod bench_copyup;
+mod bench_df;
 mod bench_probe;
+mod bench_report;
 mod lint_dashboards;
 mod probe;
 mod vm;
@@ -35,30 +33,29 @@ tasks:
   test [-- ARGS]        install test prerequisites (as root), then cargo test --workspace ARGS
   build-probe           build the eBPF copy-up probe (target/bpf/strata-probe.o)
   run [-- ARGS]         build stratad (release) and run it with ARGS
-  bench import [OPTS]   import benchmark; OPTS:
+  bench [CASE...] [OPTS]  benchmarks beside docker and the machine's limits; no CASE: all of
+                        them, and BENCHMARKS.md is written. CASEs and their OPTS:
+    import              ~1 GiB image: strata import vs docker load vs tar -x
       --size-mib N      approximate image size (default 1024)
-      --runs N          runs per measurement, medians reported (default 3)
-      --dir DIR         work directory, on the disk to measure (default target/bench-import)
-      --skip-strata     measure only tar and docker (e.g. before the daemon works)
-      --skip-docker     measure only tar and strata
-  vm-test [OPTS]        boot stratad in a QEMU VM, run the copy-up workload, check /metrics
-      --timeout SECS    kill QEMU after SECS without a result (default 180)
-      --storage-only    stop before the metrics phase (until the probe and /metrics land)
-      --binaries DIR    use static stratad and strata from DIR instead of building them
-  bench containers [OPTS]  container lifecycle and listing, strata beside docker; OPTS:
+      --skip-strata     measure only tar and docker
+    containers          (cycle, list, memory) create cycles, listing, stratad's RSS
       --cycles N        create cycles per daemon, p50/p99 reported (default 500)
       --containers N    containers to create, then list (default 10000)
-      --runs N          listing runs, medians reported (default 5)
       --docker-budget-secs N  stop creating docker containers after N s (default 180)
-      --dir DIR         work directory (default target/bench-containers)
-      --skip-docker     measure only strata
-  bench probe [OPTS]    copy-up latency with the eBPF probe attached vs detached, in the VM; OPTS:
+    df                  (scrape) system df -v with many written containers; /metrics
+      --df-containers N containers (default 1000)
+      --df-mib N        MiB written into each (default 10)
+    copyup              copy-up of a large file vs cp
+      --copyup-mib N    file size (default 100)
+    probe               the eBPF probe's overhead, in the VM
       --copyups N       measured copy-ups per mode (default 2000)
       --block N         copy-ups per block; blocks alternate ABBA (default 100)
       --warmup N        unreported copy-ups per mode first (default 100)
       --file-size BYTES size of each copied-up file (default 4096)
       --timeout SECS    kill QEMU after SECS without a result (default 600)
       --binary PATH     use this static strata-probe-bench instead of building it
+    shared: --runs N (repetitions, medians reported), --dir DIR (work directory on the disk to
+      measure), --skip-docker
   lint-dashboards       check dashboards/grafana/*.json against the dashboard conventions
 ";
 
@@ -69,17 +66,7 @@ fn main() -> ExitCode {
         Some("run") => run(rest_after_dashes(&args[1..])),
         Some("build-probe") => probe::build_probe().map(|()| ExitCode::SUCCESS),
         Some("bench") if cfg!(debug_assertions) => optimized(&args),
-        Some("bench") => match args.get(1).map(String::as_str) {
-            Some("import") => bench::Options::parse(&args[2..]).and_then(|o| bench::import(&o)),
-            Some("containers") => bench_containers::Options::parse(&args[2..])
-                .and_then(|o| bench_containers::containers(&o)),
-            Some("probe") => {
-                bench_probe::Options::parse(&args[2..]).and_then(|o| bench_probe::bench_probe(&o))
-            }
-            _ => Err(anyhow::anyhow!(
-                "unknown bench; try `bench import`, `bench containers` or `bench probe`\n\n{USAGE}"
-            )),
-        },
+        Some("bench") => bench_report::run(&args[1..]),
         Some("lint-dashboards") => {
             lint_dashboards::check_dir(&workspace_root().join("dashboards/grafana"))
                 .map(|summary| {
