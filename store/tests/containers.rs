@@ -15,7 +15,7 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
-use common::TestStore;
+use common::{TestStore, null_stdio};
 use strata_store::mountspec::{parse_mount_flag, parse_volume_flag};
 use strata_store::{ChangeKind, CreateOptions, ErrorKind, ExecRequest, ExecStdio};
 use strata_testkit::{NodeKind, TreeSnapshot, busybox_image};
@@ -232,23 +232,6 @@ fn exec_passes_stdio_and_returns_the_exit_code_with_the_records_user_env_and_wor
         !t.store().inspect_container("app").unwrap().mounted,
         "exec released its mount reference"
     );
-}
-
-fn null_stdio() -> ExecStdio {
-    let null = || {
-        OwnedFd::from(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-                .unwrap(),
-        )
-    };
-    ExecStdio {
-        stdin: null(),
-        stdout: null(),
-        stderr: null(),
-    }
 }
 
 #[test]

@@ -17,10 +17,9 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
 
-use common::TestStore;
-use strata_store::{CreateOptions, ExecRequest, ExecStdio};
+use common::{TestStore, null_stdio};
+use strata_store::{CreateOptions, ExecRequest};
 use strata_testkit::busybox_image;
 
 const IMAGE: &str = "busybox/test:latest";
@@ -33,23 +32,6 @@ fn create(t: &TestStore, name: &str) {
             ..CreateOptions::default()
         })
         .unwrap();
-}
-
-fn null_stdio() -> ExecStdio {
-    let null = || {
-        OwnedFd::from(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-                .unwrap(),
-        )
-    };
-    ExecStdio {
-        stdin: null(),
-        stdout: null(),
-        stderr: null(),
-    }
 }
 
 /// Kernel log records saying overlayfs mounted an upper or work dir that another live

@@ -60,6 +60,28 @@ impl Options {
     }
 }
 
+/// A fresh work directory under `dir` (created), removed when dropped.
+pub(crate) fn work_dir(dir: &Path) -> Result<tempfile::TempDir> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    tempfile::Builder::new()
+        .prefix("run")
+        .tempdir_in(dir)
+        .context("creating the work directory")
+}
+
+/// `strata image import --quiet ARCHIVE`, panicking (with the daemon's log) on failure.
+pub(crate) fn strata_import(daemon: &Stratad, cli: &Path, archive: &Path) {
+    daemon.strata_ok(
+        cli,
+        &[
+            std::ffi::OsStr::new("image"),
+            "import".as_ref(),
+            "--quiet".as_ref(),
+            archive.as_os_str(),
+        ],
+    );
+}
+
 /// Builds `stratad` and `strata` in release; returns their paths.
 pub(crate) fn build_release_binaries() -> Result<(PathBuf, PathBuf)> {
     run_checked(cargo().args([
@@ -277,13 +299,7 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
     } else {
         None
     };
-    std::fs::create_dir_all(&options.dir)
-        .with_context(|| format!("creating {}", options.dir.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("run")
-        .tempdir_in(&options.dir)
-        .context("creating the work directory")?;
-
+    let work = work_dir(&options.dir)?;
     let (layer_paths, archive, mib) = generate(options.size_mib, work.path())?;
 
     let mut samples = Samples::default();

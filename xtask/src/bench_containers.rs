@@ -403,12 +403,7 @@ pub(crate) fn containers(options: &Options) -> Result<Vec<Figure>> {
         bail!("the containers benchmark needs root (overlay mounts, dockerd)");
     }
     let (stratad, strata_cli) = bench::build_release_binaries()?;
-    std::fs::create_dir_all(&options.dir)
-        .with_context(|| format!("creating {}", options.dir.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("run")
-        .tempdir_in(&options.dir)
-        .context("creating the work directory")?;
+    let work = bench::work_dir(&options.dir)?;
     let archive = work.path().join("busybox.tar");
     std::fs::write(&archive, busybox_image(IMAGE).docker_save_legacy())
         .with_context(|| format!("writing {}", archive.display()))?;
@@ -418,15 +413,7 @@ pub(crate) fn containers(options: &Options) -> Result<Vec<Figure>> {
     // A few scan intervals, so the idle figure includes the background work.
     std::thread::sleep(Duration::from_secs(3));
     let idle = memory(&strata)?;
-    strata.strata_ok(
-        &strata_cli,
-        &[
-            std::ffi::OsStr::new("image"),
-            "import".as_ref(),
-            "--quiet".as_ref(),
-            archive.as_os_str(),
-        ],
-    );
+    bench::strata_import(&strata, &strata_cli, &archive);
     let docker = if options.docker {
         eprintln!("starting a private dockerd and loading {IMAGE}");
         let docker = Dockerd::try_start()?;

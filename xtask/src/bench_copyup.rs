@@ -111,23 +111,10 @@ pub(crate) fn copyup(options: &Options) -> Result<Vec<Figure>> {
         "the copy-up benchmark needs root (overlay mounts)"
     );
     let (stratad, strata_cli) = bench::build_release_binaries()?;
-    std::fs::create_dir_all(&options.dir)
-        .with_context(|| format!("creating {}", options.dir.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("run")
-        .tempdir_in(&options.dir)
-        .context("creating the work directory")?;
+    let work = bench::work_dir(&options.dir)?;
     let archive = write_image(work.path(), options.mib)?;
     let strata = Stratad::start_in(&stratad, work.path());
-    strata.strata_ok(
-        &strata_cli,
-        &[
-            std::ffi::OsStr::new("image"),
-            "import".as_ref(),
-            "--quiet".as_ref(),
-            archive.as_os_str(),
-        ],
-    );
+    bench::strata_import(&strata, &strata_cli, &archive);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -184,24 +184,11 @@ pub(crate) fn df(options: &Options) -> Result<Vec<Figure>> {
         "the df benchmark needs root (overlay mounts, dockerd)"
     );
     let (stratad, strata_cli) = bench::build_release_binaries()?;
-    std::fs::create_dir_all(&options.dir)
-        .with_context(|| format!("creating {}", options.dir.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("run")
-        .tempdir_in(&options.dir)
-        .context("creating the work directory")?;
+    let work = bench::work_dir(&options.dir)?;
     let archive = work.path().join("busybox.tar");
     std::fs::write(&archive, busybox_image(IMAGE).docker_save_legacy())?;
     let strata = Stratad::start_in(&stratad, work.path());
-    strata.strata_ok(
-        &strata_cli,
-        &[
-            std::ffi::OsStr::new("image"),
-            "import".as_ref(),
-            "--quiet".as_ref(),
-            archive.as_os_str(),
-        ],
-    );
+    bench::strata_import(&strata, &strata_cli, &archive);
     let docker = if options.docker {
         let docker = Dockerd::try_start()?;
         docker.load(&archive);

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_store::{ImportedImage, Store, StoreOptions};
+use strata_store::{ExecStdio, ImportedImage, Store, StoreOptions};
 use strata_testkit::{ImageBuilder, TreeSnapshot, require_root};
 
 pub struct TestStore {
@@ -123,4 +123,22 @@ pub fn tall_image(n: usize, tag: &str) -> ImageBuilder {
         })
         .collect();
     ImageBuilder::new(layers, &[tag])
+}
+
+/// stdin, stdout and stderr of an exec, all `/dev/null`.
+pub fn null_stdio() -> ExecStdio {
+    let null = || {
+        std::os::fd::OwnedFd::from(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .unwrap(),
+        )
+    };
+    ExecStdio {
+        stdin: null(),
+        stdout: null(),
+        stderr: null(),
+    }
 }
