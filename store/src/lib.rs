@@ -20,6 +20,9 @@ pub mod archive;
 mod container;
 pub mod driver;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 mod image;
 mod janitor;
