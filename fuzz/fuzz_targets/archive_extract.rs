@@ -16,7 +16,7 @@
 //!
 //! Files are capped at [`MAX_FILE_BYTES`]: a GNU sparse entry of a few hundred bytes can
 //! declare terabytes of holes, which extraction writes out as zeros (a known disk-filling
-//! layer, not an escape: see the fuzzing notes in README.md). Past the cap a write fails with
+//! layer, not an escape: see Fuzzing in README.md). Past the cap a write fails with
 //! `EFBIG`, and extraction returns an I/O error like any other.
 #![no_main]
 
