@@ -122,14 +122,15 @@ fn fuzz_cargo() -> Command {
     command
 }
 
+fn cargo_fuzz_runs() -> bool {
+    fuzz_cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn ensure_cargo_fuzz() -> Result<()> {
-    let works = |()| {
-        fuzz_cargo()
-            .args(["fuzz", "--version"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if works(()) {
+    if cargo_fuzz_runs() {
         return Ok(());
     }
     let started = Instant::now();
@@ -141,7 +142,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
         "--version",
         CARGO_FUZZ_VERSION,
     ]))?;
-    if !works(()) {
+    if !cargo_fuzz_runs() {
         bail!(
             "cargo fuzz still does not run after installing it into {}",
             probe::cargo_home().join("bin").display()
@@ -299,6 +300,23 @@ stat::new_units_added:          126
                    Base64: AQID\n";
         assert_eq!(reproducer(log), Some("/t/artifacts/crash-ab12"));
         assert_eq!(reproducer(LOG), None);
+    }
+
+    /// A target added to `fuzz/Cargo.toml` but not here would never run in `cargo xtask test`.
+    #[test]
+    fn targets_are_the_fuzz_crates_binaries() {
+        let manifest = std::fs::read_to_string(workspace_root().join("fuzz/Cargo.toml"))
+            .expect("fuzz/Cargo.toml");
+        let mut names: Vec<&str> = manifest
+            .split("[[bin]]")
+            .skip(1)
+            .filter_map(|table| {
+                let line = table.lines().find(|l| l.starts_with("name = "))?;
+                Some(line.trim_start_matches("name = ").trim_matches('"'))
+            })
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, TARGETS);
     }
 
     #[test]
