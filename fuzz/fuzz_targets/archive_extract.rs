@@ -14,6 +14,10 @@
 //! Escapes to absolute host paths outside the root (`/etc/...`) would not show in the snapshot;
 //! the seeds aim absolute names and symlinks at the root's own sentinels instead.
 //!
+//! Run it with `-detect_leaks=0` (`cargo xtask fuzz` does): after a failed extraction the
+//! store's hashing thread, detached, may still be draining its queue when the leak sanitizer
+//! looks, which then reports a leak now and then.
+//!
 //! Files are capped at [`MAX_FILE_BYTES`]: a GNU sparse entry of a few hundred bytes can
 //! declare terabytes of holes, which extraction writes out as zeros (a known disk-filling
 //! layer, not an escape: see Fuzzing in README.md). Past the cap a write fails with
