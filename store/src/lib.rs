@@ -21,6 +21,9 @@ mod container;
 pub mod driver;
 mod error;
 mod fsck;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 mod image;
 mod janitor;

@@ -1,8 +1,11 @@
 //! Strata's developer tasks, run as `cargo xtask <task>`.
 //!
 //! - `test [-- ARGS]`: the project's test command. Checks for root, installs what the tests
-//!   need (docker.io for the parity tests, ...) with apt-get when missing, then runs
-//!   `cargo test --workspace ARGS` and exits with its status.
+//!   need (docker.io for the parity tests, ...) with apt-get when missing, runs
+//!   `cargo test --workspace ARGS`, then a short run of every fuzz target (`fuzz`), then the
+//!   VM test (`vm-test`); stops at the first that fails.
+//! - `fuzz [--seconds N] [TARGET...]`: provisions nightly and cargo-fuzz (cached), builds the
+//!   fuzz targets in `fuzz/` and runs each for N seconds on its seeds (see `fuzz`).
 //! - `build-probe`: provisions nightly, `rust-src` and bpf-linker (cached), then builds the
 //!   eBPF copy-up probe into `target/bpf/strata-probe.o` for the daemon to embed.
 //! - `run [-- ARGS]`: builds `stratad` in release and runs it with ARGS.
@@ -17,6 +20,7 @@ mod bench_copyup;
 mod bench_df;
 mod bench_probe;
 mod bench_report;
+mod fuzz;
 mod lint_dashboards;
 mod probe;
 mod vm;
@@ -30,9 +34,18 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test [-- ARGS]        install test prerequisites (as root), then cargo test --workspace ARGS
+  test [-- ARGS]        install test prerequisites (as root), cargo test --workspace ARGS, a
+                        10 s run of each fuzz target, then vm-test
+  fuzz [OPTS] [TARGET...]  run cargo-fuzz targets (default: archive_extract mount_spec
+                        record_decode) on fuzz/corpus/TARGET; new inputs and crashes go to
+                        target/fuzz/TARGET/; OPTS:
+      --seconds N       seconds per target (default 20)
   build-probe           build the eBPF copy-up probe (target/bpf/strata-probe.o)
   run [-- ARGS]         build stratad (release) and run it with ARGS
+  vm-test [OPTS]        boot stratad in a QEMU VM, run the copy-up workload, check /metrics
+      --timeout SECS    kill QEMU after SECS without a result (default 180)
+      --storage-only    stop before the metrics phase (until the probe and /metrics land)
+      --binaries DIR    use static stratad and strata from DIR instead of building them
   bench [CASE...] [OPTS]  benchmarks beside docker and the machine's limits; no CASE: all of
                         them, and BENCHMARKS.md is written. CASEs and their OPTS:
     import              ~1 GiB image: strata import vs docker load vs tar -x
@@ -65,6 +78,9 @@ fn main() -> ExitCode {
         Some("test") => test(rest_after_dashes(&args[1..])),
         Some("run") => run(rest_after_dashes(&args[1..])),
         Some("build-probe") => probe::build_probe().map(|()| ExitCode::SUCCESS),
+        Some("fuzz") => fuzz::Options::parse(&args[1..])
+            .and_then(|o| fuzz::fuzz(&o))
+            .map(|()| ExitCode::SUCCESS),
         Some("bench") if cfg!(debug_assertions) => optimized(&args),
         Some("bench") => bench_report::run(&args[1..]),
         Some("lint-dashboards") => {
@@ -173,8 +189,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
     if !status.success() {
         return Ok(exit_code(status));
     }
+    // Replays the seed corpora (hostile tars, mount specs, records, past reproducers) and
+    // mutates them briefly: a regression in what the targets assert fails here, not weeks later.
+    eprintln!(
+        "xtask: cargo test passed; now every fuzz target for {} s (cargo xtask fuzz)",
+        fuzz::SMOKE_SECONDS
+    );
+    fuzz::fuzz(&fuzz::Options::smoke()).context("fuzz smoke run")?;
     // The probe only attaches on a kernel with kprobes and overlay: prove it in a VM.
-    eprintln!("xtask: cargo test passed; now the copy-up probe in a VM (cargo xtask vm-test)");
+    eprintln!("xtask: fuzz targets passed; now the copy-up probe in a VM (cargo xtask vm-test)");
     vm::vm_test(&vm::Options::parse(&[])?)
 }
 

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{run_checked, workspace_root};
 
-const TOOLCHAIN: &str = "nightly";
+pub(crate) const TOOLCHAIN: &str = "nightly";
 const BPF_TARGET: &str = "bpfel-unknown-none";
 
 /// Where the object goes: read by `daemon/build.rs`.
@@ -26,6 +26,7 @@ pub(crate) fn object_path() -> PathBuf {
 pub(crate) fn build_probe() -> Result<()> {
     let cargo_bin = cargo_home().join("bin");
     let sysroot = ensure_nightly()?;
+    ensure_rust_src(&sysroot)?;
     let linker = ensure_bpf_linker(&sysroot, &cargo_bin)?;
 
     let started = Instant::now();
@@ -63,7 +64,7 @@ pub(crate) fn build_probe() -> Result<()> {
     Ok(())
 }
 
-fn cargo_home() -> PathBuf {
+pub(crate) fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME").map_or_else(
         || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
         PathBuf::from,
@@ -72,7 +73,7 @@ fn cargo_home() -> PathBuf {
 
 /// `cargo +nightly` through rustup, with the variables `cargo xtask` (run by stable) exports
 /// removed so that they do not pin the child to stable.
-fn rustup_cargo() -> Command {
+pub(crate) fn rustup_cargo() -> Command {
     let mut command = Command::new("rustup");
     command
         .args(["run", TOOLCHAIN, "cargo"])
@@ -84,7 +85,7 @@ fn rustup_cargo() -> Command {
     command
 }
 
-fn output(command: &mut Command) -> Result<String> {
+pub(crate) fn output(command: &mut Command) -> Result<String> {
     let out = command
         .output()
         .with_context(|| format!("starting {command:?}"))?;
@@ -98,26 +99,29 @@ fn output(command: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Installs the nightly toolchain and its `rust-src` when missing; returns its sysroot.
-fn ensure_nightly() -> Result<PathBuf> {
+/// Installs the nightly toolchain when missing; returns its sysroot.
+pub(crate) fn ensure_nightly() -> Result<PathBuf> {
     let sysroot = |()| -> Result<PathBuf> {
         Ok(PathBuf::from(output(
             Command::new("rustup").args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]),
         )?))
     };
-    let sysroot = if let Ok(sysroot) = sysroot(()) {
-        sysroot
-    } else {
-        eprintln!("xtask: installing the {TOOLCHAIN} toolchain");
-        run_checked(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            TOOLCHAIN,
-            "--profile",
-            "minimal",
-        ]))?;
-        sysroot(())?
-    };
+    if let Ok(sysroot) = sysroot(()) {
+        return Ok(sysroot);
+    }
+    eprintln!("xtask: installing the {TOOLCHAIN} toolchain");
+    run_checked(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        TOOLCHAIN,
+        "--profile",
+        "minimal",
+    ]))?;
+    sysroot(())
+}
+
+/// Adds `rust-src` to the nightly when missing: the probe builds `core` itself.
+fn ensure_rust_src(sysroot: &Path) -> Result<()> {
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         eprintln!("xtask: adding rust-src to {TOOLCHAIN} (for -Z build-std=core)");
         run_checked(Command::new("rustup").args([
@@ -128,7 +132,7 @@ fn ensure_nightly() -> Result<PathBuf> {
             TOOLCHAIN,
         ]))?;
     }
-    Ok(sysroot)
+    Ok(())
 }
 
 /// bpf-linker must use the very LLVM that rustc generated the bitcode with; the nightly ships

@@ -27,6 +27,17 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The most string bytes one record may hold when decoded. bincode allocates a string's
+/// length before reading its bytes, so without a limit a corrupt length (a few bytes) asks for
+/// up to 2^64 bytes: a panic or an aborted daemon instead of a [`CodecError`]. Records'
+/// strings come from image configs, which import caps at 32 MiB, so legitimate records stay
+/// well below this. The limit only checks; it does not change the encoding.
+const DECODE_LIMIT: usize = 64 << 20;
+
+fn decode_config() -> impl bincode::config::Config {
+    config().with_limit::<DECODE_LIMIT>()
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_BINCODE2];
     // Encoding into a Vec only fails for types serde cannot describe (maps with non-string
@@ -41,7 +52,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     if format != FORMAT_BINCODE2 {
         return Err(CodecError::UnknownFormat(format));
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
+    let (value, used) = bincode::serde::decode_from_slice(body, decode_config())
         .map_err(|e| CodecError::Corrupt(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::Corrupt(format!(

@@ -18,6 +18,12 @@ pub use records::{
     ImageRecord, LayerRecord, VolumeRecord,
 };
 pub use schema::SCHEMA_VERSION;
+// Only the fuzz targets (through `crate::fuzzing`) reach the codec from outside `meta`.
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    codec::{decode as decode_record, encode as encode_record},
+    schema::decode_container_v1,
+};
 
 use crate::ids::{CacheId, ChainId, DiffId, Digest, ImageId, ImageRef};
 

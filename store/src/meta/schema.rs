@@ -66,6 +66,12 @@ impl From<ContainerRecordV1> for ContainerRecord {
     }
 }
 
+/// A schema-1 container record decoded and converted as [`drop_container_mount_counts`] does.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_container_v1(bytes: &[u8]) -> Result<ContainerRecord, codec::CodecError> {
+    codec::decode::<ContainerRecordV1>(bytes).map(ContainerRecord::from)
+}
+
 fn drop_container_mount_counts(txn: &WriteTransaction) -> Result<(), MetaError> {
     let mut table = txn.open_table(CONTAINERS)?;
     let mut rewritten = Vec::new();

@@ -288,3 +288,26 @@ fn a_fresh_database_is_migrated_to_the_current_schema() {
     assert!(r.layers().unwrap().is_empty());
     assert!(r.volumes().unwrap().is_empty());
 }
+
+/// bincode reads a string's length and allocates that much before reading its bytes: without
+/// a limit, a few corrupt bytes in a record made decoding allocate up to 2^64 bytes, a panic
+/// ("capacity overflow") or an abort of the whole daemon instead of a `CodecError`. Found by
+/// the `record_decode` fuzz target.
+#[test]
+fn decode_refuses_a_string_longer_than_the_limit_without_allocating_it() {
+    // A volume record whose name claims u64::MAX bytes (varint 0xfd + 8 bytes), then 1 GiB.
+    let mut huge = vec![codec::FORMAT_BINCODE2, 0xfd];
+    huge.extend_from_slice(&u64::MAX.to_le_bytes());
+    let mut big = vec![codec::FORMAT_BINCODE2, 0xfc];
+    big.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    for bytes in [huge, big] {
+        assert!(
+            matches!(
+                codec::decode::<VolumeRecord>(&bytes),
+                Err(CodecError::Corrupt(_))
+            ),
+            "{}",
+            hexs(&bytes)
+        );
+    }
+}
