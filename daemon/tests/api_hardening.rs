@@ -11,7 +11,7 @@
     reason = "test helpers panic with context, like the tests"
 )]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -21,34 +21,6 @@ use strata_testkit::{Stratad, busybox_image, require_root};
 
 const STRATAD: &str = env!("CARGO_BIN_EXE_stratad");
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-
-/// One raw HTTP/1.1 request; the status and the body parsed as JSON.
-fn request(d: &Stratad, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
-    let mut s = UnixStream::connect(d.socket()).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    // A daemon that refuses early answers and hangs up before taking the whole body: send it
-    // from another thread while this one reads, and take what came before the hang-up.
-    let mut writer = s.try_clone().unwrap();
-    let body = body.to_vec();
-    let sender = std::thread::spawn(move || {
-        let _ = writer.write_all(&body);
-    });
-    let mut answer = Vec::new();
-    let read = s.read_to_end(&mut answer);
-    sender.join().unwrap();
-    assert!(!answer.is_empty(), "{method} {path}: no answer ({read:?})");
-    let text = String::from_utf8_lossy(&answer);
-    let status: u16 = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json = serde_json::from_str(body.trim())
-        .unwrap_or_else(|_| panic!("{method} {path}: answer body is not JSON: {body:?}"));
-    (status, json)
-}
 
 fn message(v: &Value) -> &str {
     v["message"].as_str().unwrap_or_default()
@@ -75,7 +47,7 @@ fn bad_requests_get_400_with_a_message_and_change_nothing() {
     require_root("stratad runs as root");
     let d = Stratad::start(STRATAD);
     d.import(STRATA, &busybox_image("hard/bb:latest"));
-    let cases: [(&str, &str, &[u8], &str); 9] = [
+    let cases: [(&str, &str, &[u8], &str); 10] = [
         (
             "POST",
             "/v1/containers",
@@ -120,9 +92,15 @@ fn bad_requests_get_400_with_a_message_and_change_nothing() {
             "frobnicate",
         ),
         ("POST", "/v1/system/fsck", b"{\"repare\": true}", "repare"),
+        (
+            "POST",
+            "/v1/containers/exec?ref=x&spec=%7B%22usr%22%3A%22nobody%22%7D",
+            b"",
+            "usr",
+        ),
     ];
     for (method, path, body, needle) in cases {
-        let (status, answer) = request(&d, method, path, body);
+        let (status, answer) = d.request(method, path, body);
         assert_eq!(
             status,
             400,
@@ -134,21 +112,21 @@ fn bad_requests_get_400_with_a_message_and_change_nothing() {
             "{method} {path}: {answer} should mention {needle:?}"
         );
     }
-    let (status, answer) = request(&d, "GET", "/v1/nothing-here", b"");
+    let (status, answer) = d.request("GET", "/v1/nothing-here", b"");
     assert_eq!(status, 404);
     assert!(message(&answer).contains("no such endpoint"), "{answer}");
 
     let huge = format!("{{\"image\": \"{}\"}}", "x".repeat(2 << 20));
-    let (status, answer) = request(&d, "POST", "/v1/containers", huge.as_bytes());
+    let (status, answer) = d.request("POST", "/v1/containers", huge.as_bytes());
     assert_eq!(status, 413, "{answer}");
     assert!(message(&answer).contains("over"), "{answer}");
 
     // None of it made anything.
-    let (_, containers) = request(&d, "GET", "/v1/containers", b"");
+    let (_, containers) = d.request("GET", "/v1/containers", b"");
     assert_eq!(containers, serde_json::json!([]));
-    let (_, volumes) = request(&d, "GET", "/v1/volumes", b"");
+    let (_, volumes) = d.request("GET", "/v1/volumes", b"");
     assert_eq!(volumes, serde_json::json!([]));
-    let (_, fsck) = request(&d, "POST", "/v1/system/fsck", b"{}");
+    let (_, fsck) = d.request("POST", "/v1/system/fsck", b"{}");
     assert_eq!(fsck["findings"], serde_json::json!([]));
 }
 
@@ -188,11 +166,11 @@ fn a_client_hanging_up_mid_upload_leaves_no_trace() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (_, images) = request(&d, "GET", "/v1/images", b"");
+    let (_, images) = d.request("GET", "/v1/images", b"");
     assert_eq!(images, serde_json::json!([]));
-    let (_, layers) = request(&d, "GET", "/v1/layers", b"");
+    let (_, layers) = d.request("GET", "/v1/layers", b"");
     assert_eq!(layers, serde_json::json!([]));
-    let (_, fsck) = request(&d, "POST", "/v1/system/fsck", b"{}");
+    let (_, fsck) = d.request("POST", "/v1/system/fsck", b"{}");
     assert_eq!(fsck["findings"], serde_json::json!([]), "{fsck}");
     // And the daemon goes on: the whole archive imports.
     d.import(STRATA, &busybox_image("hard/cut:latest"));

@@ -183,11 +183,17 @@ fn a_full_disk_gives_clean_errors_leaves_nothing_half_made_and_the_daemon_serves
     );
     assert_fsck_clean(&d, "filling the disk from a container");
 
-    // 3. A commit needs room for the new layer: there is none.
+    // 3. A commit needs room for the new layer: there is none. The API says so with 507.
     assert_no_space_error(
         cli(&d, &["container", "commit", "filler", "full/commit:latest"]),
         "commit",
     );
+    let (status, answer) = d.request(
+        "POST",
+        "/v1/containers/commit?ref=filler&tag=full/commit:latest",
+        b"",
+    );
+    assert_eq!(status, 507, "{answer}");
     assert!(
         cli(&d, &["image", "inspect", "full/commit:latest"]).is_err(),
         "a failed commit left an image"

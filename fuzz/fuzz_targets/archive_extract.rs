@@ -4,7 +4,8 @@
 //! Asserts, for every input: the call returns (`Ok` or an `ExtractError`) instead of
 //! panicking; nothing outside the layer directory was created, changed or removed (content,
 //! mode, owner, times, inode, link count, xattrs); the layer directory itself is still a
-//! directory; and a successful call hashed and counted exactly the input.
+//! directory; a successful call hashed and counted exactly the input; and its tape, if it
+//! recorded one, plays back to exactly the input (what `layer export` relies on).
 //!
 //! The root is made once per process, not per input: every input asserts that the tree outside
 //! the layer directory is as it was, so each input starts from the same state at a fraction of
@@ -34,6 +35,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};
 use strata_store::archive::extract_layer;
+use strata_store::fuzzing::play_tape;
 
 /// The store root, shaped like `/var/lib/strata` while a layer is being imported.
 struct StoreRoot {
@@ -220,6 +222,15 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(stats.tar_bytes, data.len() as u64, "tar_bytes");
             let digest: [u8; 32] = Sha256::digest(data).into();
             assert_eq!(stats.diff_id.0.as_bytes(), &digest, "diff_id");
+            if let Some(tape) = &stats.tape {
+                let played = play_tape(tape, &layer).expect("the recorded tape plays back");
+                assert!(
+                    played == data,
+                    "the tape played back {} bytes that differ from the {}-byte input",
+                    played.len(),
+                    data.len()
+                );
+            }
         }
         // The message is what import shows the user: building it must not panic either.
         Err(e) => drop(e.to_string()),

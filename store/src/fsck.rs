@@ -7,8 +7,11 @@
 //! excepted: it may be all a user has). What would need a guess (a layer whose files are gone,
 //! a record that no longer decodes, a broken chain) is reported and left alone.
 //!
-//! fsck holds the database's write lock while it looks, so no import, create or remove runs
-//! meanwhile; it is meant for a quiet store (start-up, or an operator's check).
+//! fsck holds the database's write lock while it checks the records, the directories and the
+//! image views, so no import, create or remove runs meanwhile. It then checks each container's
+//! mount count under that container's mount claim (the order every mount and remove takes
+//! them in: claim, then database), and `--verify` rehashes the layers with no lock held, so a
+//! long rehash blocks nobody; a layer removed meanwhile is skipped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,7 +22,7 @@ use crate::driver::LayerDamage;
 use crate::error::Error;
 use crate::ids::{CacheId, ChainId, DiffId, ImageId};
 use crate::meta::{
-    ContainerMountKind, ContainerRecord, CorruptRecord, ImageRecord, LayerRecord, Scan,
+    ContainerMountKind, ContainerRecord, CorruptRecord, ImageRecord, LayerRecord, Reads, Scan,
     VolumeRecord, WriteTxn,
 };
 use crate::mounts;
@@ -216,9 +219,9 @@ fn image_name(img: &ImageRecord) -> String {
 }
 
 impl Store {
-    /// Checks the store (see the module docs). Holds the database's write lock throughout;
-    /// with `repair`, the database repairs commit in one transaction at the end, and on error
-    /// none of them is kept (directory repairs already done stay done: each is safe alone).
+    /// Checks the store (see the module docs). With `repair`, the database repairs commit in
+    /// one transaction once the records, directories and views are checked, and on error none
+    /// of them is kept (directory repairs already done stay done: each is safe alone).
     pub fn fsck(&self, opts: FsckOptions) -> Result<FsckReport, Error> {
         let txn = self.db.write()?;
         let records = Records::read(&txn)?;
@@ -241,10 +244,14 @@ impl Store {
         self.check_containers(&txn, &records, &mut found)?;
         self.check_volumes(&txn, &records, &mut found);
         self.check_mounts(&txn, &records, &mut found)?;
+        // Under the write lock, as every directory is made under it before its record commits.
+        self.check_orphans(&records, &mut found)?;
         if opts.repair && found.list.iter().any(|f| f.repaired) {
             txn.commit()?;
+        } else {
+            drop(txn);
         }
-        self.check_orphans(&records, &mut found)?;
+        self.check_container_mounts(&records.containers, &mut found)?;
         let (verified_layers, unverifiable_layers) = if opts.verify {
             self.verify_layers(&records.layers, &mut found)
         } else {
@@ -541,8 +548,8 @@ impl Store {
         }
     }
 
-    /// Directories and links no record names. Runs after the repairs' commit, so a directory a
-    /// repair just re-created is not mistaken for one.
+    /// Directories and links no record names (a directory a repair re-created is named by its
+    /// record).
     fn check_orphans(&self, records: &Records, found: &mut Findings) -> Result<(), Error> {
         let named: HashSet<String> = records
             .layers
@@ -600,10 +607,17 @@ impl Store {
     }
 
     /// Rehashes every layer whose files are there; returns how many were checked and which
-    /// could not be.
+    /// could not be. No lock is held: a layer whose record went meanwhile (its image was
+    /// removed) is skipped, whatever its rehash said.
     fn verify_layers(&self, layers: &[LayerRecord], found: &mut Findings) -> (usize, Vec<String>) {
         let mut verified = 0;
         let mut unverifiable = Vec::new();
+        let still_stored = |l: &LayerRecord| {
+            self.db.read().is_ok_and(|r| {
+                r.layer(&l.chain_id)
+                    .is_ok_and(|now| now.is_some_and(|now| now.cache_id == l.cache_id))
+            })
+        };
         for l in layers {
             if !self.driver.diff_dir(l.cache_id).is_dir() {
                 continue; // already a `layer-files` finding
@@ -611,6 +625,7 @@ impl Store {
             match self.play_tape(l.cache_id, l.diff_id, &mut std::io::sink()) {
                 Ok(Some(())) => verified += 1,
                 Ok(None) => unverifiable.push(format!("{}: no tape", layer_name(&l.chain_id))),
+                Err(_) if !still_stored(l) => {}
                 Err(e) => {
                     verified += 1;
                     found.report(
@@ -624,56 +639,22 @@ impl Store {
         (verified, unverifiable)
     }
 
-    /// Mount counts against the kernel: containers (in memory) and image views (recorded).
+    /// Image view counts (recorded) against the kernel, and mounts under the root that nothing
+    /// explains. Under the write lock: views mount and unmount under it, and every container
+    /// whose merged directory could be mounted has a record.
     fn check_mounts(
         &self,
         txn: &WriteTxn,
         records: &Records,
         found: &mut Findings,
     ) -> Result<(), Error> {
-        // The root itself may be a mount point (a dedicated filesystem): that one is not ours.
-        let mounted: HashSet<PathBuf> = mounts::mounts_under(&self.root)
-            .map_err(Error::io("reading mountinfo for", &self.root))?
-            .into_iter()
-            .filter(|p| *p != self.root)
+        let mounted = self.mounted_under_root()?;
+        let mut explained: HashSet<PathBuf> = records
+            .containers
+            .iter()
+            .map(|c| self.driver.merged_dir(c.id))
+            .filter(|merged| mounted.contains(merged))
             .collect();
-        let counted = self.container_mounts.mounted();
-        let mut explained: HashSet<PathBuf> = HashSet::new();
-        for c in &records.containers {
-            let merged = self.driver.merged_dir(c.id);
-            let refs = counted.get(&c.id).copied().unwrap_or(0);
-            let in_kernel = mounted.contains(&merged);
-            if in_kernel {
-                explained.insert(merged.clone());
-            }
-            if refs > 0 && !in_kernel {
-                found.fixable(
-                    Check::MountState,
-                    format!("container {}", c.name),
-                    format!(
-                        "{refs} mount reference(s) but nothing is mounted at {}",
-                        merged.display()
-                    ),
-                    "drop the references",
-                    || {
-                        self.container_mounts.claim(c.id).set_refs(0);
-                        Ok(())
-                    },
-                );
-            } else if refs == 0 && in_kernel {
-                found.fixable(
-                    Check::MountState,
-                    format!("container {}", c.name),
-                    format!("mounted at {} with no reference", merged.display()),
-                    "adopt the mount as one reference",
-                    || {
-                        self.container_mounts.claim(c.id).set_refs(1);
-                        self.janitor.hold(c.id, merged.clone());
-                        Ok(())
-                    },
-                );
-            }
-        }
         for img in &records.images {
             let view = self.views_dir().join(img.id.0.hex());
             let in_kernel = mounted.contains(&view);
@@ -704,6 +685,68 @@ impl Store {
                 "unmount it",
                 || Ok(mounts::unmount(path)?),
             );
+        }
+        Ok(())
+    }
+
+    /// Mount points under the root; the root itself may be one (a dedicated filesystem), and
+    /// that one is not ours.
+    fn mounted_under_root(&self) -> Result<HashSet<PathBuf>, Error> {
+        Ok(mounts::mounts_under(&self.root)
+            .map_err(Error::io("reading mountinfo for", &self.root))?
+            .into_iter()
+            .filter(|p| *p != self.root)
+            .collect())
+    }
+
+    /// Containers' mount counts (in memory) against the kernel. A container that looks wrong
+    /// is looked at again under its mount claim, with the mount table read afresh: a mount or
+    /// unmount that was under way is then finished, and nothing else can change either side.
+    fn check_container_mounts(
+        &self,
+        containers: &[ContainerRecord],
+        found: &mut Findings,
+    ) -> Result<(), Error> {
+        let mounted = self.mounted_under_root()?;
+        let counted = self.container_mounts.mounted();
+        for c in containers {
+            let merged = self.driver.merged_dir(c.id);
+            let refs = counted.get(&c.id).copied().unwrap_or(0);
+            if (refs > 0) == mounted.contains(&merged) {
+                continue;
+            }
+            let mut claim = self.container_mounts.claim(c.id);
+            let in_kernel = self.mounted_under_root()?.contains(&merged);
+            let refs = claim.refs();
+            if refs > 0 && !in_kernel {
+                found.fixable(
+                    Check::MountState,
+                    format!("container {}", c.name),
+                    format!(
+                        "{refs} mount reference(s) but nothing is mounted at {}",
+                        merged.display()
+                    ),
+                    "drop the references",
+                    || {
+                        // The janitor may still hold the detached overlay: it lets go first.
+                        claim.set_refs(0);
+                        self.janitor.release(c.id, claim);
+                        Ok(())
+                    },
+                );
+            } else if refs == 0 && in_kernel {
+                found.fixable(
+                    Check::MountState,
+                    format!("container {}", c.name),
+                    format!("mounted at {} with no reference", merged.display()),
+                    "adopt the mount as one reference",
+                    || {
+                        claim.set_refs(1);
+                        self.janitor.hold(c.id, merged.clone());
+                        Ok(())
+                    },
+                );
+            }
         }
         Ok(())
     }

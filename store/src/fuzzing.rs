@@ -5,11 +5,14 @@
 //! (`meta/codec.rs`). The `record_decode` target must still feed it hostile bytes, as a damaged
 //! or foreign `meta.redb` would; these wrappers let it without making the codec public. Layer
 //! extraction (`archive::extract_layer`) and mount specs (`mountspec`) are public already and
-//! need nothing here.
+//! need nothing here; playing a layer's tape back (`archive::tape`) is private too.
+
+use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::archive::TapeError;
 pub use crate::meta::CodecError;
 use crate::meta::ContainerRecord;
 
@@ -27,4 +30,12 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 /// the migration to schema 2 does at open.
 pub fn decode_container_v1(bytes: &[u8]) -> Result<ContainerRecord, CodecError> {
     crate::meta::decode_container_v1(bytes)
+}
+
+/// Plays the tape `extract_layer` recorded for the layer extracted to `layer` back: the layer
+/// tar, as `layer export` writes it.
+pub fn play_tape(tape: &[u8], layer: &Path) -> Result<Vec<u8>, TapeError> {
+    let mut out = Vec::new();
+    crate::archive::tape::play(tape, layer, &mut out)?;
+    Ok(out)
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::driver;
 use crate::error::{Error, OpenError};
 use crate::fsck::{FsckOptions, FsckReport};
-use crate::meta::{MetaDb, Salvaged, VolumeRecord, salvage_records};
+use crate::meta::{DbLock, MetaDb, Salvaged, VolumeRecord, salvage_records};
 use crate::mountspec::valid_volume_name;
 use crate::store::{Store, StoreOptions, now};
 
@@ -73,10 +73,12 @@ impl Store {
                 db_path.display()
             )));
         }
+        // Held throughout, until the salvaged store is open: no stratad starts meanwhile.
+        let lock = DbLock::acquire(&db_path).map_err(OpenError::from)?;
         let stamp = now();
         let scratch = root.join("tmp").join(format!("salvage-read-{stamp}.redb"));
         driver::ensure_dir(&root.join("tmp")).map_err(OpenError::from)?;
-        let salvaged = salvage_records(&db_path, &scratch).map_err(OpenError::from);
+        let salvaged = salvage_records(&db_path, &lock, &scratch).map_err(OpenError::from);
         let _ = std::fs::remove_file(&scratch);
         let mut salvaged = salvaged?;
         let adopted_volumes = adopt_volume_dirs(&root, &mut salvaged);
@@ -86,13 +88,16 @@ impl Store {
             let db = MetaDb::open(&fresh).map_err(OpenError::from)?;
             write_records(&db, &salvaged)?;
         }
+        let mut fresh_lock = fresh.clone().into_os_string();
+        fresh_lock.push(".lock");
+        let _ = std::fs::remove_file(fresh_lock);
         let damaged_copy = root.join(format!("meta.redb.corrupt-{stamp}"));
         std::fs::rename(&db_path, &damaged_copy).map_err(Error::io("moving aside", &db_path))?;
         std::fs::rename(&fresh, &db_path).map_err(Error::io("moving into place", &fresh))?;
         driver::sync_dir(&root).map_err(OpenError::from)?;
 
         let set_aside = set_aside_unnamed(&root, &opts.driver, &salvaged, stamp)?;
-        let (store, _) = Store::open(opts)?;
+        let (store, _) = Store::open_locked(root, &opts.driver, lock)?;
         let fsck = store.fsck(FsckOptions {
             repair: true,
             verify: false,

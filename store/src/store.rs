@@ -12,7 +12,7 @@ use crate::driver::{self, Driver};
 use crate::error::{Error, OpenError};
 use crate::ids::CacheId;
 use crate::janitor::Janitor;
-use crate::meta::{MetaDb, Reads, SCHEMA_VERSION};
+use crate::meta::{DbLock, MetaDb, Reads, SCHEMA_VERSION};
 use crate::mounts;
 
 /// How to open a store.
@@ -98,8 +98,18 @@ impl Store {
             path: root.clone(),
             source,
         })?;
-        let db = MetaDb::open(&root.join("meta.redb")).map_err(OpenError::from)?;
-        let driver = driver::by_name(&opts.driver, &root).map_err(OpenError::from)?;
+        let lock = DbLock::acquire(&root.join("meta.redb")).map_err(OpenError::from)?;
+        Self::open_locked(root, &opts.driver, lock)
+    }
+
+    /// [`Store::open`] of the canonical `root`, its database's lock already taken.
+    pub(crate) fn open_locked(
+        root: PathBuf,
+        driver: &str,
+        lock: DbLock,
+    ) -> Result<(Self, ReconcileReport), Error> {
+        let db = MetaDb::open_locked(&root.join("meta.redb"), lock).map_err(OpenError::from)?;
+        let driver = driver::by_name(driver, &root).map_err(OpenError::from)?;
         let janitor = Janitor::start().map_err(OpenError::Janitor)?;
         let store = Self {
             root,
@@ -294,7 +304,8 @@ impl Store {
     }
 
     /// Removes what no record names: driver directories (unmounting what a crash left mounted
-    /// inside them), and empty volume directories; settles interrupted volume removals.
+    /// inside them) and short links, and empty volume directories; settles interrupted volume
+    /// removals.
     fn remove_orphans(
         &self,
         layers: &[crate::meta::LayerRecord],
@@ -320,6 +331,18 @@ impl Store {
                 self.driver.remove_orphan(&name)?;
                 tracing::info!(driver = self.driver.name(), dir = %name, "removed orphan directory");
                 report.removed_orphans.push(name);
+            }
+        }
+        // An import cut off between making a layer's short link and writing the `link` file
+        // that names it leaves the link behind its orphan directory.
+        let links: HashSet<&str> = layers.iter().map(|l| l.short_link.as_str()).collect();
+        for link in self.driver.link_names()? {
+            if !links.contains(link.as_str()) {
+                self.driver.remove_link(&link)?;
+                tracing::info!(driver = self.driver.name(), link = %link, "removed orphan short link");
+                report
+                    .removed_orphans
+                    .push(format!("{}/l/{link}", self.driver.name()));
             }
         }
         // A create that made a new volume's directory and then did not commit leaves it empty;

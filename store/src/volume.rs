@@ -246,7 +246,18 @@ impl Store {
                 Err(e) => Err(Error::io("moving aside", &dir)(e)),
             }
         });
-        let committed = moved.and_then(|()| Ok(txn.commit()?));
+        // The renames are durable before the commit is: after a power cut, no record may be
+        // gone while its directory is back under its own name (start-up would keep it).
+        let volumes = self.root.join("volumes");
+        let committed = moved
+            .and_then(|()| {
+                if withdrawn.is_empty() {
+                    Ok(())
+                } else {
+                    crate::driver::sync_dir(&volumes).map_err(Error::from)
+                }
+            })
+            .and_then(|()| Ok(txn.commit()?));
         if let Err(e) = committed {
             for (dir, aside) in withdrawn {
                 if let Err(undo) = std::fs::rename(&aside, &dir) {
@@ -255,8 +266,11 @@ impl Store {
             }
             return Err(e);
         }
+        // Removed once committed: a directory left behind is start-up's to delete.
         for (_, aside) in withdrawn {
-            self.discard(&aside)?;
+            if let Err(e) = self.discard(&aside) {
+                tracing::warn!(path = %aside.display(), error = %e, "could not move a removed volume's directory away; start-up deletes it");
+            }
         }
         Ok(())
     }

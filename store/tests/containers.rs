@@ -165,6 +165,30 @@ fn writes_copy_up_deletes_whiteout_and_diff_and_commit_report_them() {
     );
 }
 
+/// A file the export refuses (a name that is not UTF-8) stops the commit with the export's
+/// error, which names it; nothing is recorded.
+#[test]
+fn a_commit_that_cannot_export_a_file_names_it() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let t = store_with_image();
+    create(&t, "web", &[], &[]);
+    let merged = t.store().mount_container("web").unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"tmp/report-\xff.txt");
+    std::fs::write(merged.join(name), b"data").unwrap();
+    let layers_before = t.store().list_layers().unwrap().len();
+    let e = t
+        .store()
+        .commit_container("web", Some(&"busybox/committed:v1".parse().unwrap()))
+        .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("report-") && message.contains("not UTF-8"),
+        "{message}"
+    );
+    assert_eq!(t.store().list_layers().unwrap().len(), layers_before);
+    t.store().unmount_container("web", false).unwrap();
+}
+
 #[test]
 fn exec_passes_stdio_and_returns_the_exit_code_with_the_records_user_env_and_workdir() {
     let t = store_with_image();

@@ -14,7 +14,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::TestStore;
+use common::{TestStore, overlay_in_use_warnings};
 use strata_store::meta::{MetaDb, Reads};
 use strata_store::mountspec::parse_volume_flag;
 use strata_store::{Check, CreateOptions, FsckOptions, FsckReport};
@@ -277,6 +277,7 @@ fn broken_chains_are_reported_not_guessed_at() {
 #[test]
 fn mount_counts_are_checked_against_the_kernel() {
     let t = store();
+    let warnings_before = overlay_in_use_warnings();
     let merged = t.store().mount_container("web").unwrap();
     // Unmounted behind the store's back: the count says mounted, the kernel does not.
     nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
@@ -307,6 +308,11 @@ fn mount_counts_are_checked_against_the_kernel() {
             .contains(&stray)
     );
     assert_clean(&t, "after repair");
+    // The detached overlay is gone for good: mounting again stacks no second overlay on the
+    // container's upper dir (the kernel would say so in its log).
+    t.store().mount_container("web").unwrap();
+    t.store().unmount_container("web", false).unwrap();
+    assert_eq!(overlay_in_use_warnings(), warnings_before);
 }
 
 /// `--verify` puts every layer's tar together again from its tape and files: a healthy store

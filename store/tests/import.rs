@@ -331,10 +331,20 @@ fn start_up_removes_orphans_and_staging_leftovers() {
     let listing = t.tree_listing();
     let orphan = t.root().join("overlay2").join("ab".repeat(32));
     std::fs::create_dir_all(orphan.join("diff/etc")).unwrap();
+    // An import cut off before the `link` file: the short link is all that names the orphan.
+    let link = "ORPHANLINK0000000000000000";
+    std::os::unix::fs::symlink(
+        format!("../{}/diff", "ab".repeat(32)),
+        t.root().join("overlay2/l").join(link),
+    )
+    .unwrap();
     std::fs::write(t.root().join("tmp/junk"), b"x").unwrap();
     std::fs::create_dir_all(t.root().join("tmp/import-dead/layer")).unwrap();
     let report = t.reopen();
-    assert_eq!(report.removed_orphans, vec!["ab".repeat(32)]);
+    assert_eq!(
+        report.removed_orphans,
+        vec!["ab".repeat(32), format!("overlay2/l/{link}")]
+    );
     assert_eq!(report.removed_tmp.len(), 2);
     assert_eq!(t.tree_listing(), listing);
     // The image still mounts after the restart.

@@ -651,6 +651,44 @@ impl Stratad {
         )
     }
 
+    /// One raw HTTP/1.1 request to the API (`path` with its query); the status and the body
+    /// parsed as JSON. The body is sent from another thread while this one reads, so an answer
+    /// the daemon gives before taking the whole body (and its hang-up) is what comes back.
+    ///
+    /// # Panics
+    /// If the daemon does not answer, or answers with a body that is not JSON.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.socket.display()));
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {path}: sending the request: {e}"));
+        let mut writer = s
+            .try_clone()
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let body = body.to_vec();
+        let sender = std::thread::spawn(move || {
+            let _ = writer.write_all(&body);
+        });
+        let mut answer = Vec::new();
+        let read = s.read_to_end(&mut answer);
+        let _ = sender.join();
+        assert!(!answer.is_empty(), "{method} {path}: no answer ({read:?})");
+        let text = String::from_utf8_lossy(&answer);
+        let status: u16 = text
+            .get(9..12)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: not an HTTP answer: {text:?}"));
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json = serde_json::from_str(body.trim())
+            .unwrap_or_else(|_| panic!("{method} {path}: answer body is not JSON: {body:?}"));
+        (status, json)
+    }
+
     /// A CLI command aimed at this daemon: `CLI --socket SOCKET` with `STRATA_SOCKET` set too.
     pub fn command(&self, cli: impl AsRef<Path>) -> Command {
         let mut command = Command::new(cli.as_ref());

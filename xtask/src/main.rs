@@ -81,6 +81,10 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::Options::parse(&args[1..])
             .and_then(|o| fuzz::fuzz(&o))
             .map(|()| ExitCode::SUCCESS),
+        Some("bench") if args[1..].iter().any(|a| a == "-h" || a == "--help") => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
         Some("bench") if cfg!(debug_assertions) => optimized(&args),
         Some("bench") => bench_report::run(&args[1..]),
         Some("lint-dashboards") => {

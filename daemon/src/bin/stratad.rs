@@ -53,7 +53,7 @@ struct Args {
 /// glibc gives every thread that allocates its own malloc arena (up to 8 per core), and an
 /// arena keeps what was freed in it: with the request threads of a busy daemon, the resident
 /// size grows by arenas, not by data (measured: 123 MiB after 10,000 concurrent creates and a
-/// few listings, 48 MiB with two arenas). Two arenas are plenty for a daemon whose threads
+/// few listings, 42 MiB with two arenas; `cargo xtask bench containers` has the figures). Two arenas are plenty for a daemon whose threads
 /// mostly wait on the disk. Must run before any thread is started.
 fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
@@ -85,15 +85,15 @@ fn main() -> ExitCode {
         socket_group: args.socket_group,
     };
     let config = Config::merge(file, flags);
-    if args.salvage {
-        return salvage(&config);
-    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if args.salvage {
+        return salvage(&config);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd as _;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -25,6 +26,18 @@ const MAGIC: &[u8] = b"STRATA-TAPE-1\n";
 const RAW: u8 = 0;
 const PAYLOAD: u8 = 1;
 const END: u8 = 2;
+
+/// Raw bytes are written out as a record once this many are held, so memory stays small
+/// whatever lies between two payloads (millions of empty entries, gigabytes of trailing data).
+const RAW_CHUNK: usize = 64 << 10;
+
+/// A layer whose compressed tape grows past this gets none: what a layer holds apart from its
+/// files' contents compresses to a few MiB even for large images, so only a hostile or
+/// pathological tar gets here, and its tape would be held in memory until the import commits.
+const MAX_TAPE_BYTES: usize = 64 << 20;
+
+/// The longest path a tape may name: Linux's `PATH_MAX`.
+const MAX_PATH_BYTES: usize = 4096;
 
 /// Records a tape from the bytes the tar parser reads ([`TapeRecorder::observe`]) and what the
 /// extraction says about them ([`TapeRecorder::payload`], [`TapeRecorder::entry`]).
@@ -71,6 +84,22 @@ impl TapeRecorder {
         let index = |at: u64| usize::try_from(at - start).unwrap_or(bytes.len());
         self.raw.extend_from_slice(&bytes[..index(from)]);
         self.raw.extend_from_slice(&bytes[index(to)..]);
+        if self.raw.len() >= RAW_CHUNK
+            && let Err(e) = self.flush_raw()
+        {
+            self.give_up(format!("recording the tape: {e}"));
+        }
+    }
+
+    /// This layer gets no tape, for `why`: what was recorded is dropped now.
+    fn give_up(&mut self, why: String) {
+        self.broken = Some(why);
+        self.raw = Vec::new();
+        self.payloads = HashSet::new();
+        self.above = HashSet::new();
+        if let Ok(empty) = zstd::Encoder::new(Vec::new(), 0) {
+            self.out = empty;
+        }
     }
 
     fn flush_raw(&mut self) -> io::Result<()> {
@@ -81,6 +110,9 @@ impl TapeRecorder {
         self.out.write_all(&(self.raw.len() as u64).to_le_bytes())?;
         self.out.write_all(&self.raw)?;
         self.raw.clear();
+        if self.out.get_ref().len() > MAX_TAPE_BYTES {
+            return Err(too_long());
+        }
         Ok(())
     }
 
@@ -91,7 +123,7 @@ impl TapeRecorder {
             return;
         }
         if start != self.position {
-            self.broken = Some(format!(
+            self.give_up(format!(
                 "the tar parser read past entry '{}' before its data",
                 String::from_utf8_lossy(path)
             ));
@@ -108,7 +140,7 @@ impl TapeRecorder {
             self.out.write_all(&size.to_le_bytes())
         });
         if let Err(e) = recorded {
-            self.broken = Some(format!("recording the tape: {e}"));
+            self.give_up(format!("recording the tape: {e}"));
             return;
         }
         self.skip = (start, start + size);
@@ -127,7 +159,7 @@ impl TapeRecorder {
         if self.broken.is_none()
             && (self.payloads.contains(path) || (!is_dir && self.above.contains(path)))
         {
-            self.broken = Some(format!(
+            self.give_up(format!(
                 "the tar names '{}' again after writing a file there",
                 String::from_utf8_lossy(path)
             ));
@@ -142,10 +174,18 @@ impl TapeRecorder {
         let finished = self.flush_raw().and_then(|()| {
             self.out.write_all(&[END])?;
             self.out.write_all(diff_id.0.as_bytes())?;
-            self.out.finish()
+            let tape = self.out.finish()?;
+            if tape.len() > MAX_TAPE_BYTES {
+                return Err(too_long());
+            }
+            Ok(tape)
         });
         finished.map_err(|e| format!("recording the tape: {e}"))
     }
+}
+
+fn too_long() -> io::Error {
+    io::Error::other(format!("it would exceed {} MiB", MAX_TAPE_BYTES >> 20))
 }
 
 /// Why a tape could not be played back.
@@ -186,6 +226,10 @@ pub(crate) fn play(
     if magic != MAGIC {
         return Err(TapeError::Damaged("not a tape"));
     }
+    let layer = crate::sys::fs::open_dir(diff).map_err(|source| TapeError::Payload {
+        path: diff.display().to_string(),
+        source,
+    })?;
     let mut hasher = Sha256::new();
     let mut emit = |bytes: &[u8]| -> Result<(), TapeError> {
         hasher.update(bytes);
@@ -209,7 +253,11 @@ pub(crate) fn play(
             PAYLOAD => {
                 let mut len = [0u8; 4];
                 tape.read_exact(&mut len).map_err(TapeError::Read)?;
-                let mut path = vec![0u8; u32::from_le_bytes(len) as usize];
+                let len = u32::from_le_bytes(len) as usize;
+                if len > MAX_PATH_BYTES {
+                    return Err(TapeError::Damaged("a path is longer than PATH_MAX"));
+                }
+                let mut path = vec![0u8; len];
                 tape.read_exact(&mut path).map_err(TapeError::Read)?;
                 let size = read_u64(&mut tape)?;
                 let shown = String::from_utf8_lossy(&path).into_owned();
@@ -217,9 +265,7 @@ pub(crate) fn play(
                     path: shown.clone(),
                     source,
                 };
-                let rel = std::str::from_utf8(&path)
-                    .map_err(|_| TapeError::Damaged("a path is not UTF-8"))?;
-                let fd = crate::sys::fs::open_in_root(diff, rel, libc::O_RDONLY)
+                let fd = crate::sys::fs::open_file_beneath(layer.as_fd(), &path)
                     .map_err(payload_error)?;
                 let mut file = std::fs::File::from(fd);
                 let mut copied = 0u64;
@@ -271,9 +317,9 @@ mod tests {
     use crate::archive::extract_layer;
     use crate::ids::{DiffId, Digest};
 
-    /// A layer tar with what real ones have: a PAX long name, a GNU long link, files empty and
-    /// not, a hardlink, a symlink, a device, a whiteout, an opaque directory, and data after
-    /// the end-of-archive blocks.
+    /// A layer tar with what real ones have: a GNU long name, a GNU long link, files empty and
+    /// not, a hardlink, a symlink, a whiteout, an opaque directory, and data after the
+    /// end-of-archive blocks.
     fn varied_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         let mut add = |kind: EntryType, name: &str, link: Option<&str>, data: &[u8]| {
@@ -334,6 +380,89 @@ mod tests {
         assert_eq!(recorded, stats.diff_id);
         assert_eq!(DiffId(actual), stats.diff_id);
         assert_eq!(stats.diff_id, DiffId(Digest::of(&tar)));
+    }
+
+    /// Raw bytes go to the tape in bounded chunks: a long run of them (here 1 MiB of trailing
+    /// data, sixteen chunks) still plays back exactly.
+    #[test]
+    fn long_raw_runs_play_back_exactly() {
+        let mut tar = varied_tar();
+        tar.extend((0..super::RAW_CHUNK * 16).map(|i| u8::try_from(i % 251).unwrap()));
+        let dir = tempfile::tempdir().unwrap();
+        let stats = extract_layer(tar.as_slice(), dir.path()).unwrap();
+        let mut out = Vec::new();
+        play(stats.tape.expect("a tape").as_slice(), dir.path(), &mut out).unwrap();
+        assert!(
+            out == tar,
+            "played back {} bytes of {}",
+            out.len(),
+            tar.len()
+        );
+    }
+
+    /// A tar whose non-file bytes do not compress (here incompressible trailing data past the
+    /// cap) gets no tape rather than holding it all in memory, and still extracts.
+    #[test]
+    fn a_tape_past_the_cap_is_dropped() {
+        let mut tar = varied_tar();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        tar.extend((0..super::MAX_TAPE_BYTES / 8 + 1024).flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        }));
+        let dir = tempfile::tempdir().unwrap();
+        let stats = extract_layer(tar.as_slice(), dir.path()).unwrap();
+        assert!(stats.tape.is_none(), "a tape past the cap");
+        assert_eq!(stats.diff_id, DiffId(Digest::of(&tar)));
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/hostname")).unwrap(),
+            b"layer\n"
+        );
+    }
+
+    /// Names need not be UTF-8 (found by the `archive_extract` fuzz target): a file named in
+    /// Latin-1 plays back like any other. A payload that became a symlink is refused.
+    #[test]
+    fn non_utf8_names_play_back_and_symlinks_are_not_followed() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(4);
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        b.append_data(&mut h, name, &b"data"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let stats = extract_layer(tar.as_slice(), dir.path()).unwrap();
+        let tape = stats.tape.expect("a tape");
+        let mut out = Vec::new();
+        play(tape.as_slice(), dir.path(), &mut out).unwrap();
+        assert!(
+            out == tar,
+            "played back {} bytes of {}",
+            out.len(),
+            tar.len()
+        );
+
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join("elsewhere"), b"data").unwrap();
+        std::os::unix::fs::symlink("elsewhere", dir.path().join(name)).unwrap();
+        let e = play(tape.as_slice(), dir.path(), &mut std::io::sink()).unwrap_err();
+        assert!(matches!(e, super::TapeError::Payload { .. }), "{e}");
+    }
+
+    /// A damaged tape naming a path longer than `PATH_MAX` is refused, not allocated.
+    #[test]
+    fn a_tape_with_an_oversized_path_is_damaged() {
+        let mut raw = super::MAGIC.to_vec();
+        raw.push(super::PAYLOAD);
+        raw.extend(u32::MAX.to_le_bytes());
+        let tape = zstd::encode_all(raw.as_slice(), 0).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let e = play(tape.as_slice(), dir.path(), &mut std::io::sink()).unwrap_err();
+        assert!(e.to_string().contains("PATH_MAX"), "{e}");
     }
 
     #[test]

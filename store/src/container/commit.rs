@@ -69,15 +69,25 @@ impl Store {
                 })
             });
             // When the extraction stops (a full disk, say), the export fails too, with a broken
-            // pipe: the extraction's error is the one that says why.
-            let stats = extracted.map_err(|source| {
+            // pipe: the extraction's error is the one that says why. When the export stops (a
+            // file it cannot read), the extraction sees a cut-off tar: the export's error, which
+            // names the file, is the one.
+            let extraction_error = |source| {
                 Error::from(ImportError::from(archive::ArchiveError::Layer {
                     entry: format!("container {}", c.name),
                     source,
                 }))
-            })?;
-            exported?;
-            Ok::<_, Error>(stats)
+            };
+            match (extracted, exported) {
+                (Ok(stats), Ok(())) => Ok(stats),
+                (Err(e), Ok(())) => Err(extraction_error(e)),
+                (Err(e), Err(archive::ExportError::Write { source, .. }))
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Err(extraction_error(e))
+                }
+                (_, Err(e)) => Err(e.into()),
+            }
         })?;
 
         let mut config: Value =

@@ -21,7 +21,9 @@ use crate::sys::ns::{ChildMount, ChildSetup, DevNode, cstr};
 
 /// What to run. Empty `cmd` runs the container's entrypoint and command.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExecRequest {
+    #[serde(default)]
     pub cmd: Vec<String>,
     /// `KEY=VALUE` added to the container's environment.
     #[serde(default)]

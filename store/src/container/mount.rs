@@ -71,11 +71,19 @@ impl Store {
 
     /// Takes `id`'s overlay out of the mount tree and leaves its teardown (the sync of the
     /// upper filesystem) to the janitor, which releases `claim` when done. The count is zero as
-    /// soon as this returns; on error the mount and the count stay as they were.
+    /// soon as this returns; on error the mount and the count stay as they were. An overlay
+    /// already unmounted (behind the store's back) counts as released.
     pub(crate) fn release_overlay(&self, id: CacheId, mut claim: Claim) -> Result<(), Error> {
         let merged = self.driver.merged_dir(id);
         self.notify_mount(id, &merged, false);
-        mounts::detach(&merged)?;
+        match mounts::detach(&merged) {
+            Err(mounts::MountError::Unmount { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                tracing::warn!(container = %id, path = %merged.display(), "the overlay was already unmounted (not by strata)");
+            }
+            other => other?,
+        }
         claim.set_refs(0);
         self.janitor.release(id, claim);
         Ok(())

@@ -9,8 +9,9 @@ use crate::store::Store;
 impl Store {
     /// Removes a container. Refused while it is mounted or an exec runs in it, unless `force`
     /// (which kills its exec processes and unmounts it). Volumes stay; their use counts drop.
-    /// Once the record's removal is committed, the container is gone even if cleaning up its
-    /// directories fails (start-up removes what no record names).
+    /// Once the record's removal is committed, the container is gone and this succeeds even if
+    /// unmounting it or cleaning up its directories fails (logged; start-up unmounts and
+    /// removes what no record names).
     pub fn remove_container(&self, reference: &str, force: bool) -> Result<String, Error> {
         let id = resolve_container(&self.db.read()?, reference)?.id;
         let claim = self.container_mounts.claim(id);
@@ -53,10 +54,17 @@ impl Store {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        if claim.refs() > 0 {
-            self.release_overlay(c.id, claim)?;
+        // The container is gone once that commit is: what fails from here on is logged, and
+        // start-up cleans up after it (it unmounts and removes what no record names).
+        if claim.refs() > 0
+            && let Err(e) = self.release_overlay(c.id, claim)
+        {
+            tracing::warn!(container = %c.name, id = %c.id, error = %e, "removed container is still mounted; start-up unmounts it");
+            self.container_mounts.claim(c.id).set_refs(0);
         }
-        self.discard(&self.driver.container_dir(c.id))?;
+        if let Err(e) = self.discard(&self.driver.container_dir(c.id)) {
+            tracing::warn!(container = %c.name, id = %c.id, error = %e, "could not move the removed container's directory away; start-up removes it");
+        }
         tracing::info!(container = %c.name, id = %c.id, "removed container");
         Ok(c.name)
     }

@@ -60,14 +60,20 @@ pub enum MetaError {
         "database {path} is corrupt: {detail}. Nothing was changed; to recover see docs/recovery.md (`stratad --salvage`)"
     )]
     Corrupt { path: String, detail: String },
-    /// redb's checks pass but records do not decode. Nothing was changed.
+    /// redb's checks pass but records do not decode (`count` of them). Nothing was changed.
     #[error(
-        "database {path} has {} record(s) that do not decode (first: {} record {}: {}). Nothing was changed; to recover see docs/recovery.md (`stratad --salvage`)",
-        records.len(), records[0].table, records[0].key, records[0].error
+        "database {path} has {count} record(s) that do not decode (first: {} record {}: {}). Nothing was changed; to recover see docs/recovery.md (`stratad --salvage`)",
+        first.table, first.key, first.error
     )]
     CorruptRecords {
         path: String,
-        records: Vec<CorruptRecord>,
+        count: usize,
+        first: Box<CorruptRecord>,
+    },
+    #[error("locking database {path} (lock file {path}.lock): {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
     },
     #[error("database: {0}")]
     Redb(#[from] redb::Error),
@@ -125,9 +131,88 @@ fn open_redb(path: &Path, shown: &str) -> Result<redb::Database, MetaError> {
     })
 }
 
+/// Opens the file at `path` (shown as `shown`), runs redb's integrity check, migrates it and
+/// decodes every record.
+fn check(path: &Path, shown: &str) -> Result<Arc<redb::Database>, MetaError> {
+    let mut db = open_redb(path, shown)?;
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity()));
+    let corrupt = |detail: String| MetaError::Corrupt {
+        path: shown.to_owned(),
+        detail,
+    };
+    match checked {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::warn!(database = %shown, "redb found the database inconsistent and repaired it; run `strata system fsck`");
+        }
+        Ok(Err(e)) => return Err(corrupt(format!("integrity check failed: {e}"))),
+        Err(_) => return Err(corrupt("integrity check failed: redb panicked".into())),
+    }
+    schema::migrate(&db, shown)?;
+    let db = Arc::new(db);
+    let mut records = corrupt_records(&db)?;
+    if !records.is_empty() {
+        return Err(MetaError::CorruptRecords {
+            path: shown.to_owned(),
+            count: records.len(),
+            first: Box::new(records.swap_remove(0)),
+        });
+    }
+    Ok(db)
+}
+
+/// Every record, of every table, that does not decode.
+fn corrupt_records(db: &Arc<redb::Database>) -> Result<Vec<CorruptRecord>, MetaError> {
+    let txn = WriteTxn {
+        txn: db.begin_write()?,
+        _db: Arc::clone(db),
+    };
+    let mut out = Vec::new();
+    out.extend(txn.scan_layers()?.corrupt);
+    out.extend(txn.scan_images()?.corrupt);
+    out.extend(txn.scan_containers()?.corrupt);
+    out.extend(txn.scan_volumes()?.corrupt);
+    Ok(out)
+}
+
+/// Makes a database file one process's: `<file>.lock` beside it, held with `flock` for as long
+/// as the database is open. It is taken before the file is read at all, so a second process
+/// is told the database is in use rather than checking a copy of a file being written.
+#[derive(Debug)]
+pub struct DbLock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl DbLock {
+    /// Locks the database at `path`; [`MetaError::Locked`] if another holder has it (another
+    /// process, or another open of it in this one).
+    pub fn acquire(path: &Path) -> Result<Self, MetaError> {
+        let shown = path.display().to_string();
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_error = |source| MetaError::Lock {
+            path: shown.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(lock_error)?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(held) => Ok(Self { _held: held }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(MetaError::Locked(shown)),
+            Err((_, errno)) => Err(lock_error(errno.into())),
+        }
+    }
+}
+
 /// The open database.
 #[derive(Debug)]
 pub struct MetaDb {
+    _lock: DbLock,
     path: std::path::PathBuf,
     /// Replaced by [`MetaDb::reopen`] after redb latched an I/O error (`None` if that failed);
     /// transactions hold the instance they began on.
@@ -147,6 +232,11 @@ impl MetaDb {
     /// the file (normal after a crash: it rebuilds its allocator state), so the check runs on a
     /// copy first: a refused file is left exactly as it was. On error nothing was written.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
+        Self::open_locked(path, DbLock::acquire(path)?)
+    }
+
+    /// [`MetaDb::open`], with the file's lock already taken.
+    pub fn open_locked(path: &Path, lock: DbLock) -> Result<Self, MetaError> {
         let shown = path.display().to_string();
         let existing = std::fs::metadata(path).ok();
         if existing.as_ref().is_some_and(|m| m.len() == 0) {
@@ -161,13 +251,13 @@ impl MetaDb {
             let copy = path.with_extension("redb.check");
             match std::fs::copy(path, &copy) {
                 Ok(_) => {
-                    let checked = Self::open_checked(&copy, &shown);
+                    let checked = check(&copy, &shown);
                     let _ = std::fs::remove_file(&copy);
-                    drop(checked?);
+                    checked?;
                     // The copy passed, migration included: the real file opens the same way.
                     let db = open_redb(path, &shown)?;
                     schema::migrate(&db, &shown)?;
-                    return Ok(Self::new(path, db));
+                    return Ok(Self::new(path, Arc::new(db), lock));
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&copy);
@@ -175,54 +265,15 @@ impl MetaDb {
                 }
             }
         }
-        Self::open_checked(path, &shown)
+        let db = check(path, &shown)?;
+        Ok(Self::new(path, db, lock))
     }
 
-    /// Opens the file at `path` (shown as `shown`), runs redb's integrity check, migrates it
-    /// and decodes every record.
-    fn open_checked(path: &Path, shown: &str) -> Result<Self, MetaError> {
-        let mut db = open_redb(path, shown)?;
-        let checked =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity()));
-        let corrupt = |detail: String| MetaError::Corrupt {
-            path: shown.to_owned(),
-            detail,
-        };
-        match checked {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                tracing::warn!(database = %shown, "redb found the database inconsistent and repaired it; run `strata system fsck`");
-            }
-            Ok(Err(e)) => return Err(corrupt(format!("integrity check failed: {e}"))),
-            Err(_) => return Err(corrupt("integrity check failed: redb panicked".into())),
-        }
-        schema::migrate(&db, shown)?;
-        let this = Self::new(path, db);
-        let records = this.corrupt_records()?;
-        if !records.is_empty() {
-            return Err(MetaError::CorruptRecords {
-                path: shown.to_owned(),
-                records,
-            });
-        }
-        Ok(this)
-    }
-
-    /// Every record, of every table, that does not decode.
-    fn corrupt_records(&self) -> Result<Vec<CorruptRecord>, MetaError> {
-        let txn = self.write()?;
-        let mut out = Vec::new();
-        out.extend(txn.scan_layers()?.corrupt);
-        out.extend(txn.scan_images()?.corrupt);
-        out.extend(txn.scan_containers()?.corrupt);
-        out.extend(txn.scan_volumes()?.corrupt);
-        Ok(out)
-    }
-
-    fn new(path: &Path, db: redb::Database) -> Self {
+    fn new(path: &Path, db: Arc<redb::Database>, lock: DbLock) -> Self {
         Self {
+            _lock: lock,
             path: path.to_path_buf(),
-            db: std::sync::RwLock::new(Some(Arc::new(db))),
+            db: std::sync::RwLock::new(Some(db)),
         }
     }
 
@@ -317,8 +368,13 @@ pub struct Salvaged {
 /// Reads every record it can out of the database at `path`, without writing to it: read-only
 /// when the file allows, else from a scratch copy that redb may repair. A table whose pages
 /// fail part way keeps the records read before the failure.
-/// Fails only with [`MetaError::Locked`]: the file is in use by another process.
-pub fn salvage_records(path: &Path, scratch: &Path) -> Result<Salvaged, MetaError> {
+/// Records are decoded as the schema version the file records wrote them (schema-1 container
+/// records have a mount count); when that version cannot be read, each record is tried as the
+/// current schema, then as schema 1.
+/// `_lock` is the file's, held by the caller. Fails only with [`MetaError::Locked`] (redb's
+/// own lock says the file is open elsewhere) and [`MetaError::NewerSchema`] (a newer strata
+/// wrote it: salvage with that one).
+pub fn salvage_records(path: &Path, _lock: &DbLock, scratch: &Path) -> Result<Salvaged, MetaError> {
     let mut out = Salvaged::default();
     let read_only = redb::Builder::new().open_read_only(path);
     if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = read_only {
@@ -341,14 +397,52 @@ pub fn salvage_records(path: &Path, scratch: &Path) -> Result<Salvaged, MetaErro
             return Ok(out);
         }
     };
+    let version = match schema::stored_version(&txn) {
+        Ok(found) if found > SCHEMA_VERSION => {
+            return Err(MetaError::NewerSchema {
+                path: path.display().to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(found) => Some(found),
+        Err(e) => {
+            out.lost.push(format!(
+                "the schema version cannot be read ({e}): decoding each record as either schema"
+            ));
+            None
+        }
+    };
     let hex = |k: &[u8; 32]| hex::encode(k);
-    salvage_table(&txn, LAYERS, "layers", hex, &mut out.layers, &mut out.lost);
-    salvage_table(&txn, IMAGES, "images", hex, &mut out.images, &mut out.lost);
+    salvage_table(
+        &txn,
+        LAYERS,
+        "layers",
+        hex,
+        codec::decode,
+        &mut out.layers,
+        &mut out.lost,
+    );
+    salvage_table(
+        &txn,
+        IMAGES,
+        "images",
+        hex,
+        codec::decode,
+        &mut out.images,
+        &mut out.lost,
+    );
+    let container = |bytes: &[u8]| match version {
+        Some(1) => schema::decode_container_v1(bytes),
+        Some(_) => codec::decode(bytes),
+        None => codec::decode(bytes).or_else(|e| schema::decode_container_v1(bytes).map_err(|_| e)),
+    };
     salvage_table(
         &txn,
         CONTAINERS,
         "containers",
         hex,
+        container,
         &mut out.containers,
         &mut out.lost,
     );
@@ -357,6 +451,7 @@ pub fn salvage_records(path: &Path, scratch: &Path) -> Result<Salvaged, MetaErro
         VOLUMES,
         "volumes",
         |k: &str| k.to_owned(),
+        codec::decode,
         &mut out.volumes,
         &mut out.lost,
     );
@@ -368,18 +463,18 @@ fn salvage_table<K, T>(
     def: TableDefinition<K, &[u8]>,
     name: &'static str,
     show_key: impl Fn(K::SelfType<'_>) -> String,
+    decode: impl Fn(&[u8]) -> Result<T, codec::CodecError>,
     into: &mut Vec<T>,
     lost: &mut Vec<String>,
 ) where
     K: redb::Key + 'static,
-    T: serde::de::DeserializeOwned,
 {
     // redb can panic on a damaged page; what was read before it is kept.
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let table = txn.open_table(def).map_err(|e| e.to_string())?;
         for item in table.iter().map_err(|e| e.to_string())? {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            match codec::decode(v.value()) {
+            match decode(v.value()) {
                 Ok(record) => into.push(record),
                 Err(e) => lost.push(format!("{name} record {}: {e}", show_key(k.value()))),
             }

@@ -67,9 +67,19 @@ impl From<ContainerRecordV1> for ContainerRecord {
 }
 
 /// A schema-1 container record decoded and converted as [`drop_container_mount_counts`] does.
-#[cfg(feature = "fuzzing")]
 pub(crate) fn decode_container_v1(bytes: &[u8]) -> Result<ContainerRecord, codec::CodecError> {
     codec::decode::<ContainerRecordV1>(bytes).map(ContainerRecord::from)
+}
+
+/// The schema version a read transaction sees (0: none recorded), or why it cannot be read.
+pub(super) fn stored_version(txn: &redb::ReadTransaction) -> Result<u64, String> {
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.to_string()),
+    };
+    let version = meta.get(VERSION_KEY).map_err(|e| e.to_string())?;
+    Ok(version.map_or(0, |v| v.value()))
 }
 
 fn drop_container_mount_counts(txn: &WriteTransaction) -> Result<(), MetaError> {

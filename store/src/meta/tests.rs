@@ -170,6 +170,23 @@ fn container_and_volume_encodings_are_stable() {
     );
 }
 
+/// A database at `path` as a schema-1 build left it, holding `c` (mount count 2) by id and name.
+fn write_schema_1_container(path: &Path, c: &ContainerRecord) {
+    let db = MetaDb::open(path).unwrap();
+    schema::set_version(&db.current().unwrap(), 1);
+    let v1 = hex::decode(container_golden(Some("02"))).unwrap();
+    let txn = db.current().unwrap().begin_write().unwrap();
+    txn.open_table(CONTAINERS)
+        .unwrap()
+        .insert(c.id.as_bytes(), v1.as_slice())
+        .unwrap();
+    txn.open_table(CONTAINER_NAMES)
+        .unwrap()
+        .insert(c.name.as_str(), c.id.as_bytes())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 /// Schema 1 stored a mount count in each container record; schema 2 keeps mount counts in
 /// memory. A database written by a schema-1 build must open with every container intact.
 #[test]
@@ -177,21 +194,7 @@ fn schema_1_container_records_migrate_without_their_mount_count() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.redb");
     let c = container();
-    {
-        let db = MetaDb::open(&path).unwrap();
-        schema::set_version(&db.current().unwrap(), 1);
-        let v1 = hex::decode(container_golden(Some("02"))).unwrap();
-        let txn = db.current().unwrap().begin_write().unwrap();
-        txn.open_table(CONTAINERS)
-            .unwrap()
-            .insert(c.id.as_bytes(), v1.as_slice())
-            .unwrap();
-        txn.open_table(CONTAINER_NAMES)
-            .unwrap()
-            .insert(c.name.as_str(), c.id.as_bytes())
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    write_schema_1_container(&path, &c);
     let db = MetaDb::open(&path).unwrap();
     let r = db.read().unwrap();
     assert_eq!(r.container(&c.id).unwrap(), Some(c.clone()));
@@ -209,6 +212,24 @@ fn schema_1_container_records_migrate_without_their_mount_count() {
         meta.get("schema_version").unwrap().unwrap().value(),
         SCHEMA_VERSION
     );
+}
+
+/// Salvage decodes records as the schema the file says wrote them: a schema-1 file's
+/// containers are salvaged, not reported lost. A file from a newer schema is refused.
+#[test]
+fn salvage_reads_a_schema_1_file_and_refuses_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let c = container();
+    write_schema_1_container(&path, &c);
+    let lock = DbLock::acquire(&path).unwrap();
+    let salvaged = salvage_records(&path, &lock, &dir.path().join("scratch")).unwrap();
+    assert_eq!(salvaged.containers, vec![c]);
+    assert!(salvaged.lost.is_empty(), "{:?}", salvaged.lost);
+
+    schema::set_version(&redb::Database::open(&path).unwrap(), SCHEMA_VERSION + 1);
+    let e = salvage_records(&path, &lock, &dir.path().join("scratch")).unwrap_err();
+    assert!(matches!(e, MetaError::NewerSchema { .. }), "{e}");
 }
 
 #[test]

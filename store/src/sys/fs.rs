@@ -93,6 +93,26 @@ pub(crate) fn open_dir_beneath(
     }
 }
 
+/// Opens the regular file `rel` (relative bytes, no `..`) beneath `root` for reading, refusing
+/// any symlink on the way or at the end (`ELOOP`) and any escape (`EXDEV`).
+pub(crate) fn open_file_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&b"."[..], rel),
+    };
+    let dir = open_dir_beneath(root, &cstring(parent)?, true)?;
+    let name = cstring(name)?;
+    // SAFETY: `dir` is an open directory fd and `name` a valid C string; O_NOFOLLOW refuses a
+    // symlink as the last component.
+    owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+}
+
 /// `openat2(2)` of `rel` under `dir` with `resolve` flags, retried on `EAGAIN` (a concurrent
 /// rename raced the lookup; the man page asks for a retry) and `EINTR`.
 fn openat2(

@@ -142,3 +142,30 @@ pub fn null_stdio() -> ExecStdio {
         stderr: null(),
     }
 }
+
+/// Kernel log records saying overlayfs mounted an upper or work dir that another live
+/// overlay still uses ("accessing files from both mounts will result in undefined behavior").
+pub fn overlay_in_use_warnings() -> usize {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut kmsg = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .expect("reading /dev/kmsg (the kernel log) needs root");
+    let mut found = 0;
+    let mut record = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(n) => {
+                found += usize::from(
+                    String::from_utf8_lossy(&record[..n]).contains("in-use as upperdir/workdir"),
+                );
+            }
+            // EPIPE: records were overwritten while reading; keep going.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return found,
+            Err(e) => panic!("reading /dev/kmsg: {e}"),
+        }
+    }
+}
