@@ -551,38 +551,24 @@ impl Store {
     /// Directories and links no record names (a directory a repair re-created is named by its
     /// record).
     fn check_orphans(&self, records: &Records, found: &mut Findings) -> Result<(), Error> {
-        let named: HashSet<String> = records
-            .layers
-            .iter()
-            .map(|l| l.cache_id.hex())
-            .chain(records.containers.iter().map(|c| c.id.hex()))
-            .collect();
-        for dir in self.driver.stored_ids()? {
-            if !named.contains(&dir) {
-                found.fixable(
-                    Check::Orphan,
-                    format!("{}/{dir}", self.driver.name()),
-                    "directory no layer or container names",
-                    "remove it",
-                    || Ok(self.driver.remove_orphan(&dir)?),
-                );
-            }
+        let unnamed = self.unnamed_driver_entries(&records.layers, &records.containers)?;
+        for dir in unnamed.dirs {
+            found.fixable(
+                Check::Orphan,
+                format!("{}/{dir}", self.driver.name()),
+                "directory no layer or container names",
+                "remove it",
+                || Ok(self.driver.remove_orphan(&dir)?),
+            );
         }
-        let links: HashSet<&str> = records
-            .layers
-            .iter()
-            .map(|l| l.short_link.as_str())
-            .collect();
-        for link in self.driver.link_names()? {
-            if !links.contains(link.as_str()) {
-                found.fixable(
-                    Check::Orphan,
-                    format!("{}/l/{link}", self.driver.name()),
-                    "short link no layer names",
-                    "remove it",
-                    || Ok(self.driver.remove_link(&link)?),
-                );
-            }
+        for link in unnamed.links {
+            found.fixable(
+                Check::Orphan,
+                format!("{}/l/{link}", self.driver.name()),
+                "short link no layer names",
+                "remove it",
+                || Ok(self.driver.remove_link(&link)?),
+            );
         }
         let recorded: HashSet<&str> = records.volumes.iter().map(|v| v.name.as_str()).collect();
         for orphan in self.unrecorded_volumes(&recorded) {

@@ -303,6 +303,29 @@ impl Store {
         Ok(report)
     }
 
+    /// The driver's directories no layer or container record names, and its short links no
+    /// layer names (start-up removes them; fsck reports them).
+    pub(crate) fn unnamed_driver_entries(
+        &self,
+        layers: &[crate::meta::LayerRecord],
+        containers: &[crate::meta::ContainerRecord],
+    ) -> Result<UnnamedEntries, Error> {
+        let named: HashSet<String> = layers
+            .iter()
+            .map(|l| l.cache_id.hex())
+            .chain(containers.iter().map(|c| c.id.hex()))
+            .collect();
+        let links: HashSet<&str> = layers.iter().map(|l| l.short_link.as_str()).collect();
+        Ok(UnnamedEntries {
+            dirs: (self.driver.stored_ids()?.into_iter())
+                .filter(|dir| !named.contains(dir))
+                .collect(),
+            links: (self.driver.link_names()?.into_iter())
+                .filter(|link| !links.contains(link.as_str()))
+                .collect(),
+        })
+    }
+
     /// Removes what no record names: driver directories (unmounting what a crash left mounted
     /// inside them) and short links, and empty volume directories; settles interrupted volume
     /// removals.
@@ -312,38 +335,29 @@ impl Store {
         containers: &[crate::meta::ContainerRecord],
         report: &mut ReconcileReport,
     ) -> Result<(), Error> {
-        let known: HashSet<String> = layers
-            .iter()
-            .map(|l| l.cache_id.hex())
-            .chain(containers.iter().map(|c| c.id.hex()))
-            .collect();
-        for name in self.driver.stored_ids()? {
-            if !known.contains(&name) {
-                // A container removed while mounted can be cut off between its record's removal
-                // and its unmount: its overlay is still mounted inside the orphan.
-                let dir = self.root.join(self.driver.name()).join(&name);
-                for mount in
-                    mounts::mounts_under(&dir).map_err(Error::io("reading mountinfo for", &dir))?
-                {
-                    mounts::detach(&mount)?;
-                    report.unmounted_stale.push(mount);
-                }
-                self.driver.remove_orphan(&name)?;
-                tracing::info!(driver = self.driver.name(), dir = %name, "removed orphan directory");
-                report.removed_orphans.push(name);
+        let unnamed = self.unnamed_driver_entries(layers, containers)?;
+        for name in unnamed.dirs {
+            // A container removed while mounted can be cut off between its record's removal
+            // and its unmount: its overlay is still mounted inside the orphan.
+            let dir = self.root.join(self.driver.name()).join(&name);
+            for mount in
+                mounts::mounts_under(&dir).map_err(Error::io("reading mountinfo for", &dir))?
+            {
+                mounts::detach(&mount)?;
+                report.unmounted_stale.push(mount);
             }
+            self.driver.remove_orphan(&name)?;
+            tracing::info!(driver = self.driver.name(), dir = %name, "removed orphan directory");
+            report.removed_orphans.push(name);
         }
         // An import cut off between making a layer's short link and writing the `link` file
         // that names it leaves the link behind its orphan directory.
-        let links: HashSet<&str> = layers.iter().map(|l| l.short_link.as_str()).collect();
-        for link in self.driver.link_names()? {
-            if !links.contains(link.as_str()) {
-                self.driver.remove_link(&link)?;
-                tracing::info!(driver = self.driver.name(), link = %link, "removed orphan short link");
-                report
-                    .removed_orphans
-                    .push(format!("{}/l/{link}", self.driver.name()));
-            }
+        for link in unnamed.links {
+            self.driver.remove_link(&link)?;
+            tracing::info!(driver = self.driver.name(), link = %link, "removed orphan short link");
+            report
+                .removed_orphans
+                .push(format!("{}/l/{link}", self.driver.name()));
         }
         // A create that made a new volume's directory and then did not commit leaves it empty;
         // anything with data in it is left for the operator (fsck reports it).
@@ -387,6 +401,14 @@ impl Store {
             fs_files_free: fs.files_available(),
         })
     }
+}
+
+/// What [`Store::unnamed_driver_entries`] found.
+pub(crate) struct UnnamedEntries {
+    /// Directory names under the driver's home (cache ids).
+    pub(crate) dirs: Vec<String>,
+    /// Short link names under `l/`.
+    pub(crate) links: Vec<String>,
 }
 
 /// `system info`.
