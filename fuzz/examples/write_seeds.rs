@@ -287,6 +287,16 @@ fn tar_seeds() -> BTreeMap<&'static str, Vec<u8>> {
     );
     seeds.insert("pax-global-header.tar", pax_tar(b'g', "comment", "hello"));
     seeds.insert("old-style-dir.tar", old_style_dir_tar());
+    // The `archive_extract` target's find once it checked tapes: a file whose name is not
+    // UTF-8 extracted fine, but its tape could not be played back.
+    add(
+        &mut seeds,
+        "repro-tape-non-utf8-name.tar",
+        LayerBuilder::new()
+            .dir("etc", 0o755)
+            .raw_file(b"etc/caf\xe9", b"latin-1 name", 0o644)
+            .raw_file(b"n\xffme", b"", 0o644),
+    );
     seeds
 }
 

@@ -13,8 +13,8 @@ pub(super) async fn df(State(state): State<AppState>) -> Result<Json<DiskUsage>,
     blocking(&state, strata_store::Store::disk_usage).map(Json)
 }
 
-/// `POST /v1/system/fsck` with `{"repair": bool, "verify": bool}` (both optional): the report, findings and all (findings are
-/// not an error of the request).
+/// `POST /v1/system/fsck` with `{"repair": bool, "verify": bool}` (both optional): the
+/// report, findings and all (findings are not an error of the request).
 pub(super) async fn fsck(
     State(state): State<AppState>,
     JsonBody(opts): JsonBody<FsckOptions>,

@@ -53,8 +53,9 @@ struct Args {
 /// glibc gives every thread that allocates its own malloc arena (up to 8 per core), and an
 /// arena keeps what was freed in it: with the request threads of a busy daemon, the resident
 /// size grows by arenas, not by data (measured: 123 MiB after 10,000 concurrent creates and a
-/// few listings, 42 MiB with two arenas; `cargo xtask bench containers` has the figures). Two arenas are plenty for a daemon whose threads
-/// mostly wait on the disk. Must run before any thread is started.
+/// few listings, 42 MiB with two arenas; `cargo xtask bench containers` has the figures). Two
+/// arenas are plenty for a daemon whose threads mostly wait on the disk. Must run before any
+/// thread is started.
 fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
