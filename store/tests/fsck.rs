@@ -117,7 +117,18 @@ fn broken_links_and_orphans_are_found_and_repaired_but_volume_data_is_left_alone
     std::fs::write(dir.join("link"), "WRONG").unwrap();
     let orphan = "ab".repeat(32);
     std::fs::create_dir_all(t.root().join("overlay2").join(&orphan).join("diff")).unwrap();
-    std::os::unix::fs::symlink("../nowhere/diff", t.root().join("overlay2/l/ORPHANLINK")).unwrap();
+    // The orphan names its link, as a commit cut off before its record leaves it: repairing the
+    // directory must not take the link from under the link's own repair.
+    std::fs::write(
+        t.root().join("overlay2").join(&orphan).join("link"),
+        "ORPHANLINK",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        format!("../{orphan}/diff"),
+        t.root().join("overlay2/l/ORPHANLINK"),
+    )
+    .unwrap();
     std::fs::create_dir_all(t.root().join("volumes/stray/_data")).unwrap();
     std::fs::write(t.root().join("volumes/stray/_data/precious"), b"x").unwrap();
     std::fs::create_dir_all(t.root().join("volumes/unfinished/_data")).unwrap();
@@ -145,6 +156,7 @@ fn broken_links_and_orphans_are_found_and_repaired_but_volume_data_is_left_alone
     assert!(left.repair.is_none(), "volume data is never deleted");
     assert!(t.root().join("volumes/stray/_data/precious").exists());
     assert!(!t.root().join("overlay2").join(&orphan).exists());
+    assert!(!t.root().join("overlay2/l/ORPHANLINK").exists());
     assert!(
         !t.root().join("volumes/unfinished").exists(),
         "an empty one is removed"

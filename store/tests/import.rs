@@ -338,12 +338,29 @@ fn start_up_removes_orphans_and_staging_leftovers() {
         t.root().join("overlay2/l").join(link),
     )
     .unwrap();
+    // A commit cut off after the `link` file, before its record: the directory names its link.
+    let named = t.root().join("overlay2").join("cd".repeat(32));
+    std::fs::create_dir_all(named.join("diff")).unwrap();
+    let named_link = "ORPHANLINK1111111111111111";
+    std::fs::write(named.join("link"), named_link).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../{}/diff", "cd".repeat(32)),
+        t.root().join("overlay2/l").join(named_link),
+    )
+    .unwrap();
     std::fs::write(t.root().join("tmp/junk"), b"x").unwrap();
     std::fs::create_dir_all(t.root().join("tmp/import-dead/layer")).unwrap();
     let report = t.reopen();
+    let mut removed = report.removed_orphans.clone();
+    removed.sort();
     assert_eq!(
-        report.removed_orphans,
-        vec!["ab".repeat(32), format!("overlay2/l/{link}")]
+        removed,
+        vec![
+            "ab".repeat(32),
+            "cd".repeat(32),
+            format!("overlay2/l/{link}"),
+            format!("overlay2/l/{named_link}"),
+        ]
     );
     assert_eq!(report.removed_tmp.len(), 2);
     assert_eq!(t.tree_listing(), listing);

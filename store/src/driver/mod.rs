@@ -111,7 +111,9 @@ pub trait Driver: Send + Sync + Debug {
     /// Every directory name in the driver's home that could be a layer, for orphan collection.
     fn stored_ids(&self) -> Result<Vec<String>, DriverError>;
 
-    /// Removes a directory found by [`Driver::stored_ids`] that no record names.
+    /// Removes a directory found by [`Driver::stored_ids`] that no record names. Its short
+    /// link, if it had one, is no record's either: [`Driver::remove_link`] removes it (the
+    /// directory's own `link` file is not trusted to name which).
     fn remove_orphan(&self, name: &str) -> Result<(), DriverError>;
 
     /// What is wrong with stored layer `id` on disk (`fsck`); empty when nothing is.

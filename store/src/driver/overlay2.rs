@@ -244,14 +244,7 @@ impl Driver for Overlay2 {
     }
 
     fn remove_orphan(&self, name: &str) -> Result<(), DriverError> {
-        let dir = self.home.join(name);
-        if let Ok(short) = std::fs::read_to_string(dir.join("link")) {
-            let short = short.trim();
-            if !short.is_empty() && !short.contains('/') {
-                let _ = std::fs::remove_file(self.home.join(LINK_DIR).join(short));
-            }
-        }
-        remove_tree(&dir)
+        remove_tree(&self.home.join(name))
     }
 }
 
