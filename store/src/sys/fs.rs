@@ -333,6 +333,17 @@ pub(crate) fn set_times_fd(
     cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
 }
 
+/// Starts writing back `len` bytes of `fd` from `offset` (0: to the end) without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): the device writes while the caller goes on, so
+/// that a later `syncfs` finds little left to do. A hint, not a durability guarantee.
+pub(crate) fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let offset = libc::off64_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let len = libc::off64_t::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `fd` is an open descriptor; the call only reads its arguments.
+    cvt(unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) })
+        .map(drop)
+}
+
 pub(crate) fn fsetxattr(fd: BorrowedFd<'_>, key: &CStr, value: &[u8]) -> io::Result<()> {
     // SAFETY: `key` is a valid C string and `value` a valid buffer of the given length.
     cvt(unsafe {
