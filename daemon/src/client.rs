@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for the daemon's unix socket.
 
-use std::io;
+use std::io::{self, BufRead as _};
+use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -13,6 +14,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::api::ErrorBody;
+use crate::api::images::ImportEvent;
+use strata_store::ImportedImage;
 
 /// Why a request did not get a successful answer.
 #[derive(Debug, thiserror::Error)]
@@ -186,17 +189,21 @@ pub fn streaming(chunks: impl Stream<Item = io::Result<Bytes>> + Send + Sync + '
 }
 
 impl Client {
-    /// Starts an exec: upgrades the connection, hands the daemon this process's stdin, stdout
-    /// and stderr (`SCM_RIGHTS`), and waits for the command's exit code.
-    pub async fn exec(&self, path: &str) -> Result<i32, ClientError> {
-        use crate::api::containers::{EXEC_PROTOCOL, ExecOutcome};
+    /// Upgrades a fresh connection (`POST path`) to `protocol` and hands the daemon `fds`
+    /// (`SCM_RIGHTS`); returns the connection, in blocking mode, for the daemon's answer.
+    async fn upgrade_with_fds(
+        &self,
+        path: &str,
+        protocol: &'static str,
+        fds: &[RawFd],
+    ) -> Result<std::os::unix::net::UnixStream, ClientError> {
         let mut sender = self.connect().await?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header("host", "stratad")
             .header(hyper::header::CONNECTION, "upgrade")
-            .header(hyper::header::UPGRADE, EXEC_PROTOCOL)
+            .header(hyper::header::UPGRADE, protocol)
             .body(empty())?;
         let response = sender.send_request(request).await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -205,23 +212,21 @@ impl Client {
         let upgraded = hyper::upgrade::on(response).await?;
         let parts = upgraded
             .downcast::<TokioIo<UnixStream>>()
-            .map_err(|_| ClientError::Decode("exec connection is not a unix socket".into()))?;
+            .map_err(|_| ClientError::Decode(format!("{protocol}: not a unix socket")))?;
         let stream = parts.io.into_inner().into_std()?;
+        stream.set_nonblocking(false)?;
+        crate::fdpass::send_fds(stream.as_raw_fd(), fds)?;
+        Ok(stream)
+    }
+
+    /// Starts an exec: hands the daemon this process's stdin, stdout and stderr, and waits for
+    /// the command's exit code.
+    pub async fn exec(&self, path: &str) -> Result<i32, ClientError> {
+        use crate::api::containers::{EXEC_PROTOCOL, ExecOutcome};
+        let stream = self
+            .upgrade_with_fds(path, EXEC_PROTOCOL, &[0, 1, 2])
+            .await?;
         let outcome = tokio::task::spawn_blocking(move || -> Result<ExecOutcome, ClientError> {
-            use std::io::BufRead;
-            use std::os::fd::AsRawFd;
-            stream.set_nonblocking(false)?;
-            let fds = [0, 1, 2];
-            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-            let iov = [std::io::IoSlice::new(b"x")];
-            nix::sys::socket::sendmsg::<()>(
-                stream.as_raw_fd(),
-                &iov,
-                &cmsg,
-                nix::sys::socket::MsgFlags::empty(),
-                None,
-            )
-            .map_err(io::Error::from)?;
             let mut line = String::new();
             std::io::BufReader::new(&stream).read_line(&mut line)?;
             serde_json::from_str(&line).map_err(|_| {
@@ -237,6 +242,44 @@ impl Client {
                 message,
             }),
         }
+    }
+
+    /// Imports the archive that `archive` reads (a file or a pipe; the daemon reads it
+    /// itself). `on_progress` sees each progress event; the answer is the imported images, or
+    /// the daemon's reason for refusing the archive.
+    pub async fn import_fd(
+        &self,
+        archive: BorrowedFd<'_>,
+        mut on_progress: impl FnMut(&ImportEvent) + Send + 'static,
+    ) -> Result<Vec<ImportedImage>, ClientError> {
+        use crate::api::images::IMPORT_FD_PROTOCOL;
+        let stream = self
+            .upgrade_with_fds(
+                "/v1/images/import-fd",
+                IMPORT_FD_PROTOCOL,
+                &[archive.as_raw_fd()],
+            )
+            .await?;
+        tokio::task::spawn_blocking(move || {
+            for line in std::io::BufReader::new(&stream).lines() {
+                match serde_json::from_str::<ImportEvent>(&line?) {
+                    Ok(event @ ImportEvent::Progress { .. }) => on_progress(&event),
+                    Ok(ImportEvent::Imported { images }) => return Ok(images),
+                    Ok(ImportEvent::Error { message }) => {
+                        return Err(ClientError::Api {
+                            status: StatusCode::BAD_REQUEST,
+                            message,
+                        });
+                    }
+                    Err(e) => return Err(ClientError::Decode(e.to_string())),
+                }
+            }
+            Err(ClientError::Decode(
+                "the daemon closed the import without an answer".into(),
+            ))
+        })
+        .await
+        .map_err(|e| ClientError::Decode(e.to_string()))?
     }
 
     /// A request with a JSON body whose answer is JSON.

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod copyup;
+pub mod fdpass;
 pub mod metrics;
 pub mod probe;

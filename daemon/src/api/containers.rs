@@ -1,17 +1,14 @@
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use strata_store::ids::ImageRef;
 use strata_store::mountspec::{parse_mount_flag, parse_volume_flag};
 use strata_store::{
     Change, ContainerSummary, CreateOptions, ExecRequest, ExecStdio, ImportedImage,
 };
-use tokio::net::UnixStream;
 
 use super::extract::{JsonBody, Params};
 use super::{ApiError, AppState, RefQuery, blocking};
@@ -162,15 +159,8 @@ pub(super) async fn exec(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let store = state.store.clone();
     tokio::spawn(async move {
-        let stream = match on_upgrade
-            .await
-            .map(hyper::upgrade::Upgraded::downcast::<TokioIo<UnixStream>>)
-        {
-            Ok(Ok(parts)) if parts.read_buf.is_empty() => parts.io.into_inner(),
-            _ => {
-                tracing::warn!("exec: connection could not be taken over");
-                return;
-            }
+        let Some(stream) = super::upgraded_stream(on_upgrade, "exec").await else {
+            return;
         };
         let done = tokio::task::spawn_blocking(move || {
             let stream = stream.into_std()?;
@@ -195,41 +185,12 @@ pub(super) async fn exec(
             tracing::warn!(error = %e, "exec: client went away before the exit code");
         }
     });
-    Ok((
-        StatusCode::SWITCHING_PROTOCOLS,
-        [
-            (header::CONNECTION, "upgrade"),
-            (header::UPGRADE, EXEC_PROTOCOL),
-        ],
-    )
-        .into_response())
+    Ok(super::switching_protocols(EXEC_PROTOCOL))
 }
 
 /// Receives exactly three descriptors (stdin, stdout, stderr) in one `SCM_RIGHTS` message.
 fn receive_stdio(stream: &std::os::unix::net::UnixStream) -> std::io::Result<ExecStdio> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            for fd in raw {
-                // SAFETY: the kernel installed these descriptors for us in recvmsg; nothing
-                // else owns them.
-                fds.push(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
-        std::io::Error::other(format!("expected 3 descriptors, got {}", v.len()))
-    })?;
+    let [stdin, stdout, stderr] = crate::fdpass::receive_fds::<3>(stream.as_raw_fd())?;
     Ok(ExecStdio {
         stdin,
         stdout,

@@ -1,14 +1,19 @@
 use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use strata_store::archive::ImportProgress;
 use strata_store::ids::ImageRef;
-use strata_store::{ImageDetails, ImageSummary, ImportedImage, RemovedImage};
+use strata_store::{ImageDetails, ImageSummary, ImportedImage, RemovedImage, Store};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::extract::Params;
@@ -47,39 +52,10 @@ pub(super) async fn import(State(state): State<AppState>, body: Body) -> Respons
     let reader = BodyReader::spawn(body);
     let (tx, rx) = mpsc::channel::<ImportEvent>(64);
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut last = (0u64, 0usize);
-        let mut on_progress = |p: &ImportProgress| {
-            if p.archive_bytes >= last.0 + PROGRESS_EVERY || p.layers_done != last.1 {
-                last = (p.archive_bytes, p.layers_done);
-                let _ = tx.blocking_send(ImportEvent::Progress {
-                    archive_bytes: p.archive_bytes,
-                    entry: p.entry.clone(),
-                    layers_done: p.layers_done,
-                });
-            }
-        };
-        let event = match store.import_images(reader, &mut on_progress) {
-            Ok(images) => {
-                for i in &images {
-                    tracing::info!(image = %i.id, tags = ?i.tags, layers = i.layers, new_layers = i.new_layers, "imported image");
-                }
-                ImportEvent::Imported { images }
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "import refused");
-                ImportEvent::Error {
-                    message: e.to_string(),
-                }
-            }
-        };
-        let _ = tx.blocking_send(event);
-    });
+    tokio::task::spawn_blocking(move || run_import(&store, reader, &tx));
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = rx.recv().await?;
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Some((Ok::<_, io::Error>(Bytes::from(line)), rx))
+        Some((Ok::<_, io::Error>(Bytes::from(event.line())), rx))
     });
     let mut response = Response::new(Body::from_stream(lines));
     response.headers_mut().insert(
@@ -87,6 +63,172 @@ pub(super) async fn import(State(state): State<AppState>, body: Body) -> Respons
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+/// The upgrade protocol of `POST /v1/images/import-fd`.
+pub const IMPORT_FD_PROTOCOL: &str = "strata-import-fd";
+
+/// `POST /v1/images/import-fd`, upgraded: the client hands over the archive as an open
+/// descriptor (a file or a pipe, `SCM_RIGHTS`), which the daemon reads itself, with no copy
+/// through the socket (what `strata image import` uses). The answer is the same NDJSON lines as
+/// `/v1/images/import`'s, on the upgraded connection. Closing the connection cancels the
+/// import; it then leaves nothing behind.
+pub(super) async fn import_fd(State(state): State<AppState>, mut req: Request) -> Response {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        if let Some(stream) = super::upgraded_stream(on_upgrade, "import-fd").await {
+            serve_import_fd(store, stream).await;
+        }
+    });
+    super::switching_protocols(IMPORT_FD_PROTOCOL)
+}
+
+async fn serve_import_fd(store: Arc<Store>, mut stream: UnixStream) {
+    let received = stream
+        .async_io(Interest::READABLE, || {
+            crate::fdpass::receive_fds::<1>(stream.as_raw_fd())
+        })
+        .await;
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::channel::<ImportEvent>(64);
+    let archive = received
+        .map_err(|e| format!("receiving the archive's descriptor: {e}"))
+        .and_then(|[fd]| ArchiveFd::new(fd, cancelled.clone()).map_err(|e| e.to_string()));
+    match archive {
+        Ok(archive) => {
+            tokio::task::spawn_blocking(move || run_import(&store, archive, &tx));
+        }
+        Err(message) => {
+            let _ = tx.try_send(ImportEvent::Error { message });
+        }
+    }
+    let mut client_gone = false;
+    loop {
+        tokio::select! {
+            event = rx.recv() => {
+                let Some(event) = event else { break };
+                if !client_gone && stream.write_all(&event.line()).await.is_err() {
+                    client_gone = true;
+                }
+                if !matches!(event, ImportEvent::Progress { .. }) {
+                    break; // the import's last word: nothing is left to cancel
+                }
+            }
+            ready = stream.readable(), if !client_gone => {
+                // The client sends nothing after its descriptor: readable means it hung up.
+                let mut byte = [0u8; 1];
+                client_gone = match ready.and_then(|()| stream.try_read(&mut byte)) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+                    Ok(n) => n == 0,
+                    Err(_) => true,
+                };
+            }
+        }
+        if client_gone && !cancelled.swap(true, Ordering::Relaxed) {
+            tracing::info!("import-fd: the client hung up; cancelling the import");
+        }
+    }
+}
+
+/// Runs one import on this (blocking) thread: progress events, then the result or the error,
+/// go to `events`.
+fn run_import(store: &Store, reader: impl io::Read, events: &mpsc::Sender<ImportEvent>) {
+    let mut last = (0u64, 0usize);
+    let mut on_progress = |p: &ImportProgress| {
+        if p.archive_bytes >= last.0 + PROGRESS_EVERY || p.layers_done != last.1 {
+            last = (p.archive_bytes, p.layers_done);
+            let _ = events.blocking_send(ImportEvent::Progress {
+                archive_bytes: p.archive_bytes,
+                entry: p.entry.clone(),
+                layers_done: p.layers_done,
+            });
+        }
+    };
+    let event = match store.import_images(reader, &mut on_progress) {
+        Ok(images) => {
+            for i in &images {
+                tracing::info!(image = %i.id, tags = ?i.tags, layers = i.layers, new_layers = i.new_layers, "imported image");
+            }
+            ImportEvent::Imported { images }
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "import refused");
+            ImportEvent::Error {
+                message: e.to_string(),
+            }
+        }
+    };
+    let _ = events.blocking_send(event);
+}
+
+impl ImportEvent {
+    /// The event as one NDJSON line.
+    fn line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// An archive descriptor from the client, read until the client hangs up.
+///
+/// A pipe (or socket) is polled before each read, so that an import waiting on a stalled
+/// writer still notices the cancellation, and so that a non-blocking descriptor (the client's
+/// own flags, which the daemon must not change: they are shared with the client) waits
+/// instead of failing. A regular file is read directly.
+struct ArchiveFd {
+    file: std::fs::File,
+    pollable: bool,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// How long a poll of a pipe waits before looking at the cancellation again.
+const CANCEL_POLL_MS: u16 = 200;
+
+impl ArchiveFd {
+    fn new(fd: OwnedFd, cancelled: Arc<AtomicBool>) -> io::Result<Self> {
+        let file = std::fs::File::from(fd);
+        let kind = file.metadata()?.file_type();
+        if kind.is_dir() {
+            return Err(io::Error::other("the archive is a directory"));
+        }
+        Ok(Self {
+            pollable: !kind.is_file(),
+            file,
+            cancelled,
+        })
+    }
+}
+
+impl io::Read for ArchiveFd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::poll::{PollFd, PollFlags, poll};
+        loop {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the client hung up",
+                ));
+            }
+            if self.pollable {
+                let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, nix::poll::PollTimeout::from(CANCEL_POLL_MS)) {
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(_) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match self.file.read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                read => return read,
+            }
+        }
+    }
 }
 
 /// Body chunks read ahead of the import: hyper's reads are up to a few hundred KiB, so this

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,34 @@ pub(crate) fn blocking<T>(
     Ok(tokio::task::block_in_place(|| f(&state.store))?)
 }
 
+/// The connection of an upgraded request (exec, import-fd), once the 101 went out; `None`,
+/// logged, when it cannot be taken over (not a unix socket, or bytes already buffered past the
+/// request, which would break the descriptor handshake).
+async fn upgraded_stream(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    what: &str,
+) -> Option<tokio::net::UnixStream> {
+    match on_upgrade
+        .await
+        .map(hyper::upgrade::Upgraded::downcast::<hyper_util::rt::TokioIo<tokio::net::UnixStream>>)
+    {
+        Ok(Ok(parts)) if parts.read_buf.is_empty() => Some(parts.io.into_inner()),
+        _ => {
+            tracing::warn!("{what}: connection could not be taken over");
+            None
+        }
+    }
+}
+
+/// The 101 answer to an upgrade to `protocol`.
+fn switching_protocols(protocol: &'static str) -> Response {
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [(header::CONNECTION, "upgrade"), (header::UPGRADE, protocol)],
+    )
+        .into_response()
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/info", get(system::info))
@@ -138,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stats", get(stats::stats))
         .route("/v1/images", get(images::list).delete(images::remove))
         .route("/v1/images/import", post(images::import))
+        .route("/v1/images/import-fd", post(images::import_fd))
         .route("/v1/images/inspect", get(images::inspect))
         .route("/v1/images/tag", post(images::tag))
         .route("/v1/images/mount", post(images::mount))

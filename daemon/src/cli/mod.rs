@@ -5,19 +5,18 @@ mod format;
 mod stats;
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::Value;
 
 use crate::api::images::ImportEvent;
-use crate::client::{Client, empty, encode_query, streaming};
+use crate::client::{Client, ClientError, empty, encode_query};
 use crate::config::DEFAULT_SOCKET;
 use format::{ago, short_id, table};
 pub use format::{human_size, parse_rfc3339};
@@ -434,16 +433,22 @@ fn print_image_details(v: &Value) {
     print!("{}", table(&["DIFF ID", "CHAIN ID", "SIZE"], &rows));
 }
 
+/// `image import FILE|-`: the daemon reads the archive itself, from a descriptor this process
+/// opened (with the caller's permissions) and hands over: no copy through the socket.
 async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow::Result<()> {
-    /// Bytes read from the archive at a time.
-    const CHUNK: u64 = 1 << 20;
-    let (mut reader, total): (Box<dyn std::io::Read + Send>, Option<u64>) = if file == "-" {
-        (Box::new(std::io::stdin()), None)
+    let opened = if file == "-" {
+        if std::io::stdin().is_terminal() {
+            bail!("refusing to read an archive from a terminal: pipe one in, or name a file");
+        }
+        None
     } else {
-        let f = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
-        let len = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), len)
+        Some(std::fs::File::open(file).with_context(|| format!("opening {file}"))?)
     };
+    let total = opened
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len());
     let bar = if quiet || json || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
@@ -462,83 +467,42 @@ async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow:
         bar
     };
     let progress = bar.clone();
-    // A thread of its own reads the archive a few chunks ahead of the socket writes, so reading
-    // and sending overlap (through `tokio::fs` each chunk waited for the previous send).
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    std::thread::spawn(move || {
-        use std::io::Read as _;
-        loop {
-            let mut chunk = Vec::with_capacity(1 << 20);
-            let item = match (&mut reader).take(CHUNK).read_to_end(&mut chunk) {
-                Ok(0) => break,
-                read => read.map(|_| Bytes::from(chunk)),
-            };
-            let failed = item.is_err();
-            // A send fails once the request ended (answered early, or the connection broke).
-            if tx.blocking_send(item).is_err() || failed {
-                break;
+    let stdin = std::io::stdin();
+    let archive = opened.as_ref().map_or_else(|| stdin.as_fd(), AsFd::as_fd);
+    let outcome = client
+        .import_fd(archive, move |event| {
+            if let ImportEvent::Progress {
+                archive_bytes,
+                layers_done,
+                ..
+            } = event
+            {
+                progress.set_position(*archive_bytes);
+                progress.set_message(format!("{layers_done} layer(s) done"));
             }
-        }
-    });
-    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    })
-    .map(move |c: std::io::Result<Bytes>| {
-        if let Ok(b) = &c {
-            progress.inc(b.len() as u64);
-        }
-        c
-    });
-    let response = client
-        .send(Method::POST, "/v1/images/import", streaming(chunks))
-        .await?;
-    let mut body = response.into_body();
-    let mut pending = Vec::new();
-    let mut outcome = None;
-    // The result or the error is the last line: once it is here, the answer is complete. An
-    // import that fails early is answered while the archive is still being sent; the daemon
-    // then closes the connection, which is no reason to lose its message.
-    while outcome.is_none()
-        && let Some(frame) = body.frame().await
-    {
-        let frame = frame.context("reading the daemon's answer")?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        pending.extend_from_slice(data);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            match serde_json::from_slice::<ImportEvent>(&line) {
-                Ok(ImportEvent::Progress { layers_done, .. }) => {
-                    bar.set_message(format!("{layers_done} layer(s) done"));
-                }
-                Ok(event) => outcome = Some(event),
-                Err(e) => bail!("unexpected answer from stratad: {e}"),
-            }
-        }
-    }
+        })
+        .await;
     bar.finish_and_clear();
-    match outcome {
-        Some(ImportEvent::Imported { images }) => {
-            if json {
-                return print_json(&serde_json::to_value(&images)?);
-            }
-            for img in &images {
-                if img.tags.is_empty() {
-                    println!("Loaded image ID: {}", img.id);
-                }
-                for tag in &img.tags {
-                    println!("Loaded image: {tag}");
-                }
-                if !quiet {
-                    println!("  {} layer(s), {} new", img.layers, img.new_layers);
-                }
-            }
-            Ok(())
-        }
-        Some(ImportEvent::Error { message }) => bail!("import of {file} failed: {message}"),
-        _ => bail!("import of {file}: the daemon closed the connection without an answer"),
+    let images = match outcome {
+        Ok(images) => images,
+        Err(ClientError::Api { message, .. }) => bail!("import of {file} failed: {message}"),
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        return print_json(&serde_json::to_value(&images)?);
     }
+    for img in &images {
+        if img.tags.is_empty() {
+            println!("Loaded image ID: {}", img.id);
+        }
+        for tag in &img.tags {
+            println!("Loaded image: {tag}");
+        }
+        if !quiet {
+            println!("  {} layer(s), {} new", img.layers, img.new_layers);
+        }
+    }
+    Ok(())
 }
 
 async fn layer(client: &Client, cmd: LayerCmd, json: bool) -> anyhow::Result<()> {
