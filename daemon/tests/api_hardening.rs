@@ -161,18 +161,24 @@ fn assert_aborted_without_trace(d: &Stratad, tag: &str) {
     d.import(STRATA, &busybox_image(tag));
 }
 
+/// A connection with the head of `POST /v1/images/import` for `archive` sent, its body not.
+fn upload(d: &Stratad, archive: &[u8]) -> UnixStream {
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    write!(
+        s,
+        "POST /v1/images/import HTTP/1.1\r\nHost: s\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        archive.len()
+    )
+    .unwrap();
+    s
+}
+
 #[test]
 fn a_client_hanging_up_mid_upload_leaves_no_trace() {
     require_root("stratad runs as root");
     let d = Stratad::start(STRATAD);
     let archive = busybox_image("hard/cut:latest").docker_save_legacy();
-    let mut s = UnixStream::connect(d.socket()).unwrap();
-    write!(
-        s,
-        "POST /v1/images/import HTTP/1.1\r\nHost: s\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        archive.len()
-    )
-    .unwrap();
+    let mut s = upload(&d, &archive);
     s.write_all(&archive[..archive.len() / 2]).unwrap();
     wait_for("the import never started staging", || staging(&d) > 0);
     drop(s);
@@ -223,13 +229,7 @@ fn an_archive_streamed_as_the_request_body_imports() {
     require_root("stratad runs as root");
     let d = Stratad::start(STRATAD);
     let archive = busybox_image("hard/streamed:latest").docker_save_legacy();
-    let mut s = UnixStream::connect(d.socket()).unwrap();
-    write!(
-        s,
-        "POST /v1/images/import HTTP/1.1\r\nHost: s\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        archive.len()
-    )
-    .unwrap();
+    let mut s = upload(&d, &archive);
     s.write_all(&archive).unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
