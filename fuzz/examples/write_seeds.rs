@@ -287,6 +287,7 @@ fn tar_seeds() -> BTreeMap<&'static str, Vec<u8>> {
     );
     seeds.insert("pax-global-header.tar", pax_tar(b'g', "comment", "hello"));
     seeds.insert("old-style-dir.tar", old_style_dir_tar());
+    seeds.insert("gnu-sparse.tar", sparse_tar());
     // The `archive_extract` target's find once it checked tapes: a file whose name is not
     // UTF-8 extracted fine, but its tape could not be played back.
     add(
@@ -349,6 +350,25 @@ fn old_style_dir_tar() -> Vec<u8> {
             &b"data"[..],
         )
         .expect("file");
+    builder.into_inner().expect("tar")
+}
+
+/// A GNU sparse file (`tar -S`): 1 MiB declared, two 512-byte fragments stored, holes between.
+fn sparse_tar() -> Vec<u8> {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::GNUSparse);
+    header.as_old_mut().name[..6].copy_from_slice(b"sparse");
+    header.set_size(1024);
+    header.set_mode(0o644);
+    let gnu = header.as_gnu_mut().expect("a GNU header");
+    for (slot, offset) in gnu.sparse.iter_mut().zip([0, (1 << 20) - 512]) {
+        slot.set_offset(offset);
+        slot.set_length(512);
+    }
+    gnu.set_real_size(1 << 20);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &[b'x'; 1024][..]).expect("sparse");
     builder.into_inner().expect("tar")
 }
 

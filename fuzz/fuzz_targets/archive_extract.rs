@@ -20,9 +20,9 @@
 //! looks, which then reports a leak now and then.
 //!
 //! Files are capped at [`MAX_FILE_BYTES`]: a GNU sparse entry of a few hundred bytes can
-//! declare terabytes of holes, which extraction writes out as zeros (a known disk-filling
-//! layer, not an escape: see Fuzzing in README.md). Past the cap a write fails with
-//! `EFBIG`, and extraction returns an I/O error like any other.
+//! declare up to 16 GiB of holes per layer, which extraction keeps as holes but reads through
+//! as zeros (seconds per input; see Fuzzing in README.md). Past the cap a write or the final
+//! length fails with `EFBIG`, and extraction returns an I/O error like any other.
 #![no_main]
 
 use std::collections::BTreeMap;

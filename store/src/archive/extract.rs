@@ -38,6 +38,7 @@
 //! | name `.`/`/` for a directory | metadata applied to `dest` itself (Docker does); any other type: refused |
 //! | PAX global headers | ignored (Docker does) |
 //! | other entry types (volume labels, multi-volume) | refused: [`ExtractError::Invalid`] |
+//! | GNU sparse entries | holes stay holes (seeked over, no disk); more than [`MAX_SPARSE_HOLES`] of holes in one layer: refused naming the entry, before any is read |
 //! | zero bytes | refused: "empty layer stream"; 1024 zero bytes is a valid empty layer |
 //! | stream ending without the end-of-archive marker, or inside an entry | refused: [`ExtractError::Truncated`] |
 //! | data after the end-of-archive marker | read and hashed, not interpreted |
@@ -45,7 +46,7 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,6 +121,13 @@ pub enum ExtractError {
 }
 
 const COPY_BUFFER: usize = 1 << 20;
+
+/// What a read of a sparse entry is compared with to find a hole.
+static ZEROS: [u8; COPY_BUFFER] = [0; COPY_BUFFER];
+
+/// Most bytes of holes the sparse entries of one layer may declare (16 GiB, a few seconds of
+/// reading zeros). `docker save` never writes sparse entries; GNU `tar -S` does.
+pub const MAX_SPARSE_HOLES: u64 = 16 << 30;
 
 /// Applies the uncompressed layer tar read from `reader` to the empty directory `dest`, and
 /// returns its `DiffID` (hashed in the same pass, the stream drained to EOF) with sizes.
@@ -438,6 +446,8 @@ struct Applier<'r> {
     entries_seen: u64,
     size: u64,
     files: u64,
+    /// Bytes of holes declared by this layer's sparse entries so far.
+    sparse_holes: u64,
     warned_xattr: bool,
 }
 
@@ -495,6 +505,7 @@ impl<'r> Applier<'r> {
             entries_seen: 0,
             size: 0,
             files: 0,
+            sparse_holes: 0,
             warned_xattr: false,
         }
     }
@@ -841,13 +852,26 @@ impl<'r> Applier<'r> {
             |dir| fs::create_file_at(dir, name, 0o600),
             "creating file",
         )?;
+        let sparse = entry.header().entry_type().is_gnu_sparse();
+        if sparse {
+            self.charge_holes(entry)?;
+        }
         let mut buf = std::mem::take(&mut self.buf);
         let mut writeback = Writeback::default();
         let copied = loop {
             match entry.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
-                    if let Err(e) = file.write_all(&buf[..n]) {
+                    // A sparse entry's holes stay holes (the reader hands them over as zeros,
+                    // never mixed with data in one read): its declared size costs no disk.
+                    let written = if sparse && buf[..n] == ZEROS[..n] {
+                        i64::try_from(n)
+                            .map_err(io::Error::other)
+                            .and_then(|n| file.seek_relative(n))
+                    } else {
+                        file.write_all(&buf[..n])
+                    };
+                    if let Err(e) = written {
                         break Err(self.io("writing file")(e));
                     }
                     self.size += n as u64;
@@ -862,6 +886,11 @@ impl<'r> Applier<'r> {
         if state.eof.get() {
             return Err(self.stream_error(io::ErrorKind::UnexpectedEof.into(), state, false));
         }
+        if sparse {
+            // A trailing hole was only seeked over: the length makes it part of the file.
+            file.set_len(entry.size())
+                .map_err(self.io("writing file"))?;
+        }
         let fd = file.as_fd();
         writeback.finish(fd);
         fs::fchown(fd, meta.uid, meta.gid).map_err(self.io("chown"))?;
@@ -873,6 +902,26 @@ impl<'r> Applier<'r> {
         }
         fs::set_times_fd(fd, meta.mtime, meta.mtime).map_err(self.io("setting times"))?;
         self.files += 1;
+        Ok(())
+    }
+
+    /// Counts a sparse entry's holes (declared size minus stored data) against the layer's
+    /// [`MAX_SPARSE_HOLES`]: a few hundred bytes of tar can declare terabytes of holes, which
+    /// cost no disk here but must still be read through as zeros.
+    fn charge_holes<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<(), ExtractError> {
+        let stored = entry
+            .header()
+            .entry_size()
+            .map_err(|_| self.invalid("sparse entry with an unreadable size"))?;
+        self.sparse_holes = self
+            .sparse_holes
+            .saturating_add(entry.size().saturating_sub(stored));
+        if self.sparse_holes > MAX_SPARSE_HOLES {
+            return Err(self.invalid(&format!(
+                "sparse files declare {} bytes of holes in this layer, over the {MAX_SPARSE_HOLES} a layer may hold",
+                self.sparse_holes
+            )));
+        }
         Ok(())
     }
 

@@ -64,6 +64,34 @@ impl LayerTar {
         self.raw(EntryType::Link, name, target, b"", 0o644)
     }
 
+    /// A GNU sparse file of `real_size` bytes holding `chunks` (offset, data; in order, each
+    /// a multiple of 512 bytes long but the last), holes elsewhere: what `tar -S` writes.
+    pub(super) fn sparse(
+        &mut self,
+        name: &str,
+        chunks: &[(u64, &[u8])],
+        real_size: u64,
+    ) -> &mut Self {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::GNUSparse);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        let stored: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        h.set_size(stored.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        let gnu = h.as_gnu_mut().expect("a GNU header");
+        for (slot, (offset, data)) in gnu.sparse.iter_mut().zip(chunks) {
+            slot.set_offset(*offset);
+            slot.set_length(data.len() as u64);
+        }
+        gnu.set_real_size(real_size);
+        h.set_cksum();
+        self.builder.append(&h, stored.as_slice()).expect("append");
+        self
+    }
+
     pub(super) fn finish(&mut self) -> Vec<u8> {
         let builder = std::mem::replace(&mut self.builder, tar::Builder::new(Vec::new()));
         builder.into_inner().expect("finish")
@@ -733,4 +761,51 @@ fn hashing_reader_digest_matches_across_chunks_and_read_sizes() {
     assert_eq!(counting.len, data.len() as u64);
     assert_eq!(counting.digest(), None);
     assert_eq!(HashingReader::new(&b""[..]).digest(), Some(Digest::of(b"")));
+}
+
+#[test]
+fn sparse_entries_keep_their_holes_and_declaring_too_many_is_refused() {
+    let host = Host::new();
+    let data = [7u8; 4096];
+    let tail = b"end";
+    let real = 64 << 20;
+    let tar = LayerTar::new()
+        .sparse(
+            "disk.img",
+            &[
+                (0, &data[..]),
+                ((1 << 20) * 3, &data[..]),
+                (real - 3, &tail[..]),
+            ],
+            real,
+        )
+        .finish();
+    let stats = host.extract(&tar).expect("a sparse file extracts");
+    assert_eq!(stats.size, real);
+    let path = host.dest().join("disk.img");
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), real);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "64 MiB declared, 8 KiB stored: {} bytes allocated",
+        meta.blocks() * 512
+    );
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(&bytes[..4096], &data[..]);
+    assert!(bytes[4096..3 << 20].iter().all(|&b| b == 0));
+    assert_eq!(&bytes[3 << 20..(3 << 20) + 4096], &data[..]);
+    assert_eq!(&bytes[bytes.len() - 3..], tail);
+
+    // Refused before a byte of it is read: the holes alone would take seconds of zeros.
+    let host = Host::new();
+    let over = crate::archive::extract::MAX_SPARSE_HOLES + 4;
+    let tar = LayerTar::new()
+        .file("first", b"x")
+        .sparse("huge", &[(over - 3, &tail[..])], over)
+        .finish();
+    let err = expect_err(
+        host.extract(&tar),
+        &["huge", "bytes of holes", "a layer may hold"],
+    );
+    assert!(matches!(err, ExtractError::Invalid { .. }), "{err:?}");
 }
