@@ -5,9 +5,8 @@ use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use http_body_util::{BodyExt, Empty, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Empty, combinators::BoxBody};
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -181,11 +180,6 @@ async fn api_error(response: Response<Incoming>) -> ClientError {
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
-}
-
-/// A streaming request body.
-pub fn streaming(chunks: impl Stream<Item = io::Result<Bytes>> + Send + Sync + 'static) -> Body {
-    BodyExt::boxed(StreamBody::new(chunks.map(|c| c.map(Frame::data))))
 }
 
 impl Client {
