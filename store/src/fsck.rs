@@ -179,6 +179,26 @@ impl Findings {
         });
     }
 
+    /// A stored reference count (`field`, its value) that the records recount as `want`
+    /// (`users` says who): a fixable finding when the two differ, `put` storing `want`.
+    fn count(
+        &mut self,
+        object: &str,
+        (field, stored): (&str, u32),
+        (want, users): (u32, &str),
+        put: impl FnOnce() -> Result<(), Error>,
+    ) {
+        if stored != want {
+            self.fixable(
+                Check::RefCount,
+                object,
+                format!("{field} is {stored}, {want} {users}"),
+                format!("set {field} to {want}"),
+                put,
+            );
+        }
+    }
+
     /// Reports, and with `--repair` runs `fix`; a failing fix is reported as not repaired.
     fn fixable(
         &mut self,
@@ -323,17 +343,13 @@ impl Store {
                 );
             }
             let want = users.get(&l.chain_id).copied().unwrap_or(0);
-            if l.image_users != want {
-                let mut fixed = l.clone();
-                fixed.image_users = want;
-                found.fixable(
-                    Check::RefCount,
-                    &name,
-                    format!("image_users is {}, {want} images use it", l.image_users),
-                    format!("set image_users to {want}"),
-                    || Ok(txn.put_layer(&fixed)?),
-                );
-            }
+            let stored = ("image_users", l.image_users);
+            found.count(&name, stored, (want, "images use it"), || {
+                Ok(txn.put_layer(&LayerRecord {
+                    image_users: want,
+                    ..l.clone()
+                })?)
+            });
         }
         let diffs: HashSet<DiffId> = records.layers.iter().map(|l| l.diff_id).collect();
         for (key, diff) in txn.blob_key_index()? {
@@ -371,20 +387,13 @@ impl Store {
                 found.report(Check::Chain, &name, format!("layer {id} has no record"));
             }
             let want = containers.get(&img.id).copied().unwrap_or(0);
-            if img.container_users != want {
-                let mut fixed = img.clone();
-                fixed.container_users = want;
-                found.fixable(
-                    Check::RefCount,
-                    &name,
-                    format!(
-                        "container_users is {}, {want} containers use it",
-                        img.container_users
-                    ),
-                    format!("set container_users to {want}"),
-                    || Ok(txn.put_image(&fixed)?),
-                );
-            }
+            let stored = ("container_users", img.container_users);
+            found.count(&name, stored, (want, "containers use it"), || {
+                Ok(txn.put_image(&ImageRecord {
+                    container_users: want,
+                    ..img.clone()
+                })?)
+            });
         }
         // The images' tags are the records; the tag index follows them.
         let indexed: BTreeMap<String, ImageId> = txn.tag_index()?.into_iter().collect();
@@ -519,17 +528,17 @@ impl Store {
                 );
             }
             let want = users.get(v.name.as_str()).copied().unwrap_or(0);
-            if v.users != want {
-                let mut fixed = v.clone();
-                fixed.users = want;
-                found.fixable(
-                    Check::RefCount,
-                    &name,
-                    format!("users is {}, {want} containers mount it", v.users),
-                    format!("set users to {want}"),
-                    || Ok(txn.put_volume(&fixed)?),
-                );
-            }
+            found.count(
+                &name,
+                ("users", v.users),
+                (want, "containers mount it"),
+                || {
+                    Ok(txn.put_volume(&VolumeRecord {
+                        users: want,
+                        ..v.clone()
+                    })?)
+                },
+            );
         }
         for c in &records.containers {
             for m in c
