@@ -472,14 +472,11 @@ fn salvage_table<K, T>(
     // redb can panic on a damaged page; what was read before it is kept.
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let table = txn.open_table(def).map_err(|e| e.to_string())?;
-        for item in table.iter().map_err(|e| e.to_string())? {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            match decode(v.value()) {
-                Ok(record) => into.push(record),
-                Err(e) => lost.push(format!("{name} record {}: {e}", show_key(k.value()))),
-            }
-        }
-        Ok::<(), String>(())
+        decode_each(&table, show_key, decode, |decoded| match decoded {
+            Ok(record) => into.push(record),
+            Err((key, e)) => lost.push(format!("{name} record {key}: {e}")),
+        })
+        .map_err(|e| e.to_string())
     }));
     let stopped = match read {
         Ok(Ok(())) => return,
@@ -643,18 +640,33 @@ where
         records: Vec::new(),
         corrupt: Vec::new(),
     };
+    decode_each(table, show_key, codec::decode, |decoded| match decoded {
+        Ok(record) => scan.records.push(record),
+        Err((key, error)) => scan.corrupt.push(CorruptRecord {
+            table: name,
+            key,
+            error,
+        }),
+    })?;
+    Ok(scan)
+}
+
+/// Decodes every record of `table` in key order and hands each to `sink`: the record, or its
+/// key (as `show_key` writes it) with why it does not decode. Stops at the first storage error.
+fn decode_each<K, T>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    show_key: impl Fn(K::SelfType<'_>) -> String,
+    decode: impl Fn(&[u8]) -> Result<T, CodecError>,
+    mut sink: impl FnMut(Result<T, (String, CodecError)>),
+) -> Result<(), redb::StorageError>
+where
+    K: redb::Key + 'static,
+{
     for item in table.iter()? {
         let (k, v) = item?;
-        match codec::decode(v.value()) {
-            Ok(record) => scan.records.push(record),
-            Err(error) => scan.corrupt.push(CorruptRecord {
-                table: name,
-                key: show_key(k.value()),
-                error,
-            }),
-        }
+        sink(decode(v.value()).map_err(|e| (show_key(k.value()), e)));
     }
-    Ok(scan)
+    Ok(())
 }
 
 /// A consistent snapshot.
