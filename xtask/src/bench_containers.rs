@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use strata_testkit::{Dockerd, Stratad, busybox_image};
 use tokio::net::UnixStream;
 
-use crate::bench_report::Figure;
+use crate::bench_report::{Figure, percentile};
 use crate::{bench, workspace_root};
 
 pub(crate) const IMAGE: &str = "strata-bench/busybox:latest";
@@ -325,8 +325,7 @@ pub(crate) fn time_command(
 pub(crate) fn quantile(samples: &[Duration], q_percent: usize) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
-    let rank = (sorted.len() * q_percent).div_ceil(100).max(1);
-    sorted[rank - 1]
+    percentile(&sorted, q_percent)
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::bench_report::Figure;
+use crate::bench_report::{Figure, percentile};
 use crate::{probe, vm};
 
 const INIT_SH: &str = include_str!("../vm/probe-bench-init.sh");
@@ -382,14 +382,6 @@ fn mode_name(attached: bool) -> &'static str {
     if attached { "attached" } else { "detached" }
 }
 
-/// Nearest-rank percentile (`p` in 0..=100) of sorted values.
-fn percentile(sorted: &[u64], p: u64) -> u64 {
-    assert!(!sorted.is_empty(), "percentile of nothing");
-    let n = sorted.len() as u64;
-    let rank = (p * n).div_ceil(100).max(1);
-    sorted[usize::try_from(rank - 1).expect("small")]
-}
-
 #[expect(
     clippy::cast_precision_loss,
     reason = "nanosecond figures, far below 2^52"
@@ -542,16 +534,6 @@ mod tests {
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_owned).collect()
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let values: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&values, 50), 50);
-        assert_eq!(percentile(&values, 90), 90);
-        assert_eq!(percentile(&values, 99), 99);
-        assert_eq!(percentile(&[7], 99), 7);
-        assert_eq!(percentile(&[1, 2, 3], 50), 2);
     }
 
     #[test]

@@ -273,3 +273,25 @@ fn markdown(figures: &[Figure]) -> Result<String> {
     );
     Ok(out)
 }
+
+/// Nearest-rank percentile (`percent` in 0..=100) of sorted values.
+pub(crate) fn percentile<T: Copy>(sorted: &[T], percent: usize) -> T {
+    assert!(!sorted.is_empty(), "percentile of nothing");
+    let rank = (sorted.len() * percent).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50), 50);
+        assert_eq!(percentile(&values, 90), 90);
+        assert_eq!(percentile(&values, 99), 99);
+        assert_eq!(percentile(&[7], 99), 7);
+        assert_eq!(percentile(&[1, 2, 3], 50), 2);
+    }
+}
