@@ -205,6 +205,45 @@ struct Run {
     detach_ns: Vec<u64>,
     blocks: Vec<Block>,
     upper_files: Option<usize>,
+    programs: Option<ProgramStats>,
+}
+
+/// The kernel's run-time statistics of the two programs over one last, untimed attached block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProgramStats {
+    copyups: u64,
+    /// (runs, total ns) of the entry program.
+    entry: (u64, u64),
+    /// (runs, total ns) of the return program.
+    ret: (u64, u64),
+}
+
+impl ProgramStats {
+    fn parse<'a>(words: impl Iterator<Item = &'a str>) -> Result<Self> {
+        let mut copyups = None;
+        let mut entry = None;
+        let mut ret = None;
+        for word in words {
+            let (key, value) = word
+                .split_once('=')
+                .context("program-stats word without =")?;
+            let runs_ns = || -> Result<(u64, u64)> {
+                let (runs, ns) = value.split_once('/').context("without runs/ns")?;
+                Ok((runs.parse()?, ns.parse()?))
+            };
+            match key {
+                "copyups" => copyups = Some(value.parse()?),
+                "entry" => entry = Some(runs_ns()?),
+                "return" => ret = Some(runs_ns()?),
+                other => bail!("unknown program-stats field {other}"),
+            }
+        }
+        Ok(Self {
+            copyups: copyups.context("no copyups")?,
+            entry: entry.context("no entry")?,
+            ret: ret.context("no return")?,
+        })
+    }
 }
 
 fn parse(lines: &[String]) -> Result<Run> {
@@ -268,6 +307,7 @@ fn parse(lines: &[String]) -> Result<Run> {
                         .context("probe line before its block")?;
                     block.probe = Some(figures);
                 }
+                "program-stats" => run.programs = Some(ProgramStats::parse(words)?),
                 "upper-files" => {
                     run.upper_files = Some(words.next().context("no value")?.parse()?);
                 }
@@ -364,7 +404,18 @@ fn check(run: &Run, options: &Options) -> std::result::Result<(), Vec<String>> {
             }
         }
     }
-    let want_upper = 2 * (options.copyups + options.warmup);
+    match run.programs {
+        None => failures.push("no program-stats line".to_owned()),
+        Some(p) if p.copyups != block || p.entry.0 != block || p.ret.0 != block => {
+            failures.push(format!(
+                "program statistics: entry ran {} and return {} times for {} copy-ups, \
+                 expected {block} each",
+                p.entry.0, p.ret.0, p.copyups
+            ));
+        }
+        Some(_) => {}
+    }
+    let want_upper = 2 * (options.copyups + options.warmup) + options.block;
     if run.upper_files != Some(want_upper) {
         failures.push(format!(
             "upper dir holds {:?} files, expected {want_upper} (one per copy-up)",
@@ -510,6 +561,19 @@ fn report(run: &Run) -> String {
         micros(percentile(&attach, 50)) / 1000.0,
         micros(percentile(&detach, 50)) / 1000.0,
     ));
+    if let Some(p) = run.programs {
+        let per_run = |(runs, ns): (u64, u64)| ns.checked_div(runs).unwrap_or(0);
+        let (entry, ret) = (per_run(p.entry), per_run(p.ret));
+        line(format!(
+            "probe programs (kernel bpf_stats, one more attached block of {}): entry {:.1} us + \
+             return {:.1} us = {:.1} us per copy-up, {:.1}% of the detached median",
+            p.copyups,
+            micros(entry),
+            micros(ret),
+            micros(entry + ret),
+            100.0 * ratio(entry + ret, detached.p50)
+        ));
+    }
     let median_ratio = ratio(attached.p50, detached.p50);
     let verdict = if median_ratio <= TARGET_RATIO {
         "met"
@@ -545,7 +609,8 @@ mod tests {
              block 0 attached 1500 3000\n\
              probe 0 file=2/8192 dir=0/0 symlink=0/0 other=0/0 errors=0 latency-sum-ns=1500 elsewhere=0\n\
              block 1 detached 1000 2000\n\
-             upper-files 6",
+             program-stats copyups=2 entry=2/400 return=2/600\n\
+             upper-files 8",
         ))
         .expect("parses");
         let options =
@@ -555,6 +620,10 @@ mod tests {
         let table = report(&run);
         assert!(table.contains("ratio"), "{table}");
         assert!(table.contains("MISSED (+50.0%)"), "{table}");
+        assert!(
+            table.contains("entry 0.2 us + return 0.3 us = 0.5 us per copy-up, 50.0% of"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -566,13 +635,18 @@ mod tests {
              block 0 attached 1 1\n\
              probe 0 file=1/4096 dir=1/0 symlink=0/0 other=0/0 errors=0 latency-sum-ns=1 elsewhere=0\n\
              block 1 detached 1 1\n\
-             upper-files 4",
+             program-stats copyups=2 entry=2/10 return=1/10\n\
+             upper-files 6",
         ))
         .expect("parses");
         let options =
             Options::parse(&["--copyups", "2", "--block", "2", "--warmup", "0"].map(String::from))
                 .expect("options");
         let failures = check(&run, &options).expect_err("miscount");
-        assert_eq!(failures.len(), 2, "{failures:#?}");
+        assert_eq!(failures.len(), 3, "{failures:#?}");
+        assert!(
+            failures[2].contains("entry ran 2 and return 1 times"),
+            "{failures:#?}"
+        );
     }
 }

@@ -18,6 +18,7 @@
 //! detach NS                 # drop time
 //! block I attached|detached NS NS ...
 //! probe I KIND=COUNT/BYTES ... errors=E latency-sum-ns=L elsewhere=X   # after attached block I
+//! program-stats copyups=B entry=RUNS/NS return=RUNS/NS   # a last, untimed attached block
 //! upper-files N
 //! ```
 
@@ -236,6 +237,27 @@ fn probe_line(probe: &CopyUpProbe, index: usize, dev: u32) -> Result<String> {
     Ok(line)
 }
 
+/// One more attached block, untimed, with the kernel's eBPF run-time statistics on: what the
+/// two programs themselves cost per copy-up. Apart from the measured blocks, as the statistics
+/// add two clock reads to every program run.
+fn program_stats(merged: &Path, next_file: &mut usize, count: usize) -> Result<String> {
+    let probe = attach(&mut String::new())?;
+    settle();
+    let stats = CopyUpProbe::enable_run_time_stats().context("enabling run-time statistics")?;
+    run_block(merged, next_file, count)?;
+    let runs = probe
+        .program_run_times()
+        .context("reading the programs' run times")?;
+    drop(stats);
+    detach(probe, &mut String::new());
+    let [(entry_runs, entry_time), (return_runs, return_time)] = runs;
+    Ok(format!(
+        "program-stats copyups={count} entry={entry_runs}/{} return={return_runs}/{}\n",
+        entry_time.as_nanos(),
+        return_time.as_nanos()
+    ))
+}
+
 /// Lets deferred work of an attach or detach (RCU callbacks, freeing programs) pass before the
 /// next block is timed.
 fn settle() {
@@ -248,7 +270,8 @@ fn run(options: &Options) -> Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)
         .context("pinning to CPU 0")?;
 
-    let files = options.copyups * 2 + options.warmup * 2;
+    // The measured blocks, both warm-ups and the statistics block.
+    let files = options.copyups * 2 + options.warmup * 2 + options.block;
     let overlay = Overlay::create(&options.dir, files, options.file_size)?;
     let dev = overlay.kernel_dev()?;
     let mut next_file = 0;
@@ -287,6 +310,11 @@ fn run(options: &Options) -> Result<()> {
             push_block(&mut out, index, "detached", &samples);
         }
     }
+    out.push_str(&program_stats(
+        &overlay.merged,
+        &mut next_file,
+        options.block,
+    )?);
     let upper_files = fs::read_dir(&overlay.upper)
         .with_context(|| format!("reading {}", overlay.upper.display()))?
         .count();

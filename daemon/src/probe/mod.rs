@@ -20,7 +20,9 @@ pub mod btf;
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::KProbe;
@@ -263,6 +265,31 @@ impl CopyUpProbe {
     /// The field offsets the probe was loaded with.
     pub fn offsets(&self) -> FieldOffsets {
         self.offsets
+    }
+
+    /// Turns on the kernel's run-time statistics of every eBPF program (`BPF_ENABLE_STATS`)
+    /// for as long as the returned descriptor is open. They cost two clock reads per program
+    /// run, so only benchmarks use them, and never while they time copy-ups against a detached
+    /// probe.
+    pub fn enable_run_time_stats() -> Result<OwnedFd, ProbeError> {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| classify("enabling eBPF run-time statistics", e))
+    }
+
+    /// Runs and total run time of the entry and return programs (in that order) counted while
+    /// [`Self::enable_run_time_stats`] was on: the probe's own cost in the kernel, without the
+    /// kprobe machinery around it.
+    pub fn program_run_times(&self) -> Result<[(u64, Duration); 2], ProbeError> {
+        let of = |name: &str| -> Result<(u64, Duration), ProbeError> {
+            let info = self
+                .ebpf
+                .program(name)
+                .ok_or_else(|| load_error(format!("program `{name}` missing from the object")))?
+                .info()
+                .map_err(|e| classify(&format!("reading the info of `{name}`"), e))?;
+            Ok((info.run_count(), info.run_time()))
+        };
+        Ok([of(ENTRY_PROGRAM)?, of(RETURN_PROGRAM)?])
     }
 
     /// Copy-ups so far by overlay superblock ([`kernel_dev`] of the mount's `st_dev`), summed
