@@ -80,6 +80,10 @@ impl Options {
                 && options.copyups.is_multiple_of(options.block),
             "--copyups must be a positive multiple of --block"
         );
+        ensure!(
+            options.warmup > 0,
+            "--warmup must be positive (the statistics block is as long)"
+        );
         Ok(options)
     }
 }
@@ -232,6 +236,8 @@ struct Block {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Run {
     config: BTreeMap<String, String>,
+    /// Loading the probe, once.
+    load_ns: Option<u64>,
     attach_ns: Vec<u64>,
     detach_ns: Vec<u64>,
     blocks: Vec<Block>,
@@ -292,6 +298,7 @@ fn parse(lines: &[String]) -> Result<Run> {
                         run.config.insert(key.to_owned(), value.to_owned());
                     }
                 }
+                "load" => run.load_ns = Some(words.next().context("no value")?.parse()?),
                 "attach" => run
                     .attach_ns
                     .push(words.next().context("no value")?.parse()?),
@@ -386,6 +393,9 @@ fn check(run: &Run, options: &Options) -> std::result::Result<(), Vec<String>> {
             ));
         }
     }
+    if run.load_ns.is_none() {
+        failures.push("no load line".to_owned());
+    }
     if run.attach_ns.len() != per_mode || run.detach_ns.len() != per_mode {
         failures.push(format!(
             "{} attaches and {} detaches, expected {per_mode} each",
@@ -393,60 +403,24 @@ fn check(run: &Run, options: &Options) -> std::result::Result<(), Vec<String>> {
             run.detach_ns.len()
         ));
     }
-    let block = options.block as u64;
+    let stats_block = options.warmup as u64;
     for b in &run.blocks {
-        if b.samples_ns.len() != options.block {
-            failures.push(format!(
-                "block {}: {} samples, expected {}",
-                b.index,
-                b.samples_ns.len(),
-                options.block
-            ));
-        }
-        match (&b.probe, b.attached) {
-            (None, false) => {}
-            (Some(_), false) => {
-                failures.push(format!("detached block {} has probe figures", b.index));
-            }
-            (None, true) => failures.push(format!("attached block {}: no probe figures", b.index)),
-            (Some(p), true) => {
-                let want_file = (block, block * options.file_size as u64);
-                for (kind, want) in [
-                    ("file", want_file),
-                    ("dir", (0, 0)),
-                    ("symlink", (0, 0)),
-                    ("other", (0, 0)),
-                ] {
-                    let got = p.kinds.get(kind).copied();
-                    if got != Some(want) {
-                        failures.push(format!(
-                            "attached block {}: probe counted {kind} (copy-ups, bytes) {got:?}, \
-                             expected {want:?}",
-                            b.index
-                        ));
-                    }
-                }
-                if p.errors != 0 || p.elsewhere != 0 {
-                    failures.push(format!(
-                        "attached block {}: probe errors {}, copy-ups on other overlays {}",
-                        b.index, p.errors, p.elsewhere
-                    ));
-                }
-            }
-        }
+        check_block(b, options, &mut failures);
     }
     match run.programs {
         None => failures.push("no program-stats line".to_owned()),
-        Some(p) if p.copyups != block || p.entry.0 != block || p.ret.0 != block => {
+        Some(p)
+            if p.copyups != stats_block || p.entry.0 != stats_block || p.ret.0 != stats_block =>
+        {
             failures.push(format!(
                 "program statistics: entry ran {} and return {} times for {} copy-ups, \
-                 expected {block} each",
+                 expected {stats_block} each",
                 p.entry.0, p.ret.0, p.copyups
             ));
         }
         Some(_) => {}
     }
-    let want_upper = 2 * (options.copyups + options.warmup) + options.block;
+    let want_upper = 2 * (options.copyups + options.warmup) + options.warmup;
     if run.upper_files != Some(want_upper) {
         failures.push(format!(
             "upper dir holds {:?} files, expected {want_upper} (one per copy-up)",
@@ -457,6 +431,50 @@ fn check(run: &Run, options: &Options) -> std::result::Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(failures)
+    }
+}
+
+/// One block's sample count and, for an attached block, the probe's exact figures.
+fn check_block(b: &Block, options: &Options, failures: &mut Vec<String>) {
+    let block = options.block as u64;
+    if b.samples_ns.len() != options.block {
+        failures.push(format!(
+            "block {}: {} samples, expected {}",
+            b.index,
+            b.samples_ns.len(),
+            options.block
+        ));
+    }
+    match (&b.probe, b.attached) {
+        (None, false) => {}
+        (Some(_), false) => {
+            failures.push(format!("detached block {} has probe figures", b.index));
+        }
+        (None, true) => failures.push(format!("attached block {}: no probe figures", b.index)),
+        (Some(p), true) => {
+            let want_file = (block, block * options.file_size as u64);
+            for (kind, want) in [
+                ("file", want_file),
+                ("dir", (0, 0)),
+                ("symlink", (0, 0)),
+                ("other", (0, 0)),
+            ] {
+                let got = p.kinds.get(kind).copied();
+                if got != Some(want) {
+                    failures.push(format!(
+                        "attached block {}: probe counted {kind} (copy-ups, bytes) {got:?}, \
+                         expected {want:?}",
+                        b.index
+                    ));
+                }
+            }
+            if p.errors != 0 || p.elsewhere != 0 {
+                failures.push(format!(
+                    "attached block {}: probe errors {}, copy-ups on other overlays {}",
+                    b.index, p.errors, p.elsewhere
+                ));
+            }
+        }
     }
 }
 
@@ -585,10 +603,11 @@ fn report(run: &Run) -> String {
     let detach = sorted(run.detach_ns.iter().copied());
     line(format!(
         "probe: counted every attached copy-up ({} in {} blocks); in-kernel ovl_copy_up_one mean \
-         {:.1} us; attach median {:.1} ms, detach median {:.1} ms",
+         {:.1} us; load {:.1} ms once, then attach median {:.1} ms, detach median {:.1} ms",
         attached.count,
         run.attach_ns.len(),
         micros(in_kernel_ns) / attached.count as f64,
+        micros(run.load_ns.unwrap_or(0)) / 1000.0,
         micros(percentile(&attach, 50)) / 1000.0,
         micros(percentile(&detach, 50)) / 1000.0,
     ));
@@ -633,13 +652,14 @@ mod tests {
     fn a_consistent_run_parses_checks_and_reports() {
         let run = parse(&lines(
             "config copyups=2 block=2 file-size=4096 warmup=1\n\
+             load 90000000\n\
              attach 5000000\n\
              detach 1000000\n\
              block 0 attached 1500 3000\n\
              probe 0 file=2/8192 dir=0/0 symlink=0/0 other=0/0 errors=0 latency-sum-ns=1500 elsewhere=0\n\
              block 1 detached 1000 2000\n\
-             program-stats copyups=2 entry=2/400 return=2/600\n\
-             upper-files 8",
+             program-stats copyups=1 entry=1/200 return=1/300\n\
+             upper-files 7",
         ))
         .expect("parses");
         let options =
@@ -661,23 +681,24 @@ mod tests {
     #[test]
     fn a_miscount_fails_the_check() {
         let run = parse(&lines(
-            "config copyups=2 block=2 file-size=4096 warmup=0\n\
+            "config copyups=2 block=2 file-size=4096 warmup=1\n\
+             load 1\n\
              attach 1\n\
              detach 1\n\
              block 0 attached 1 1\n\
              probe 0 file=1/4096 dir=1/0 symlink=0/0 other=0/0 errors=0 latency-sum-ns=1 elsewhere=0\n\
              block 1 detached 1 1\n\
-             program-stats copyups=2 entry=2/10 return=1/10\n\
-             upper-files 6",
+             program-stats copyups=1 entry=1/10 return=0/10\n\
+             upper-files 7",
         ))
         .expect("parses");
         let options =
-            Options::parse(&["--copyups", "2", "--block", "2", "--warmup", "0"].map(String::from))
+            Options::parse(&["--copyups", "2", "--block", "2", "--warmup", "1"].map(String::from))
                 .expect("options");
         let failures = check(&run, &options).expect_err("miscount");
         assert_eq!(failures.len(), 3, "{failures:#?}");
         assert!(
-            failures[2].contains("entry ran 2 and return 1 times"),
+            failures[2].contains("entry ran 1 and return 0 times"),
             "{failures:#?}"
         );
     }

@@ -4,21 +4,22 @@
 //! It mounts a tmpfs at `--dir` holding an overlay (`lower` with small files, `upper`, `work`,
 //! `merged`) and copies files up one at a time: each sample is `open(O_WRONLY | O_APPEND)` of a
 //! lower file through `merged` (the copy-up happens in the open), a 1-byte write and the close,
-//! timed with [`Instant`]. Samples come in blocks, alternately with the probe attached
-//! ([`CopyUpProbe::embedded`]) and detached (the probe dropped), in ABBA order so that neither
-//! mode always goes first; a warm-up block of each mode is not reported. The process pins itself
-//! to CPU 0.
+//! timed with [`Instant`]. The probe ([`CopyUpProbe::embedded`]) is loaded once; samples come
+//! in blocks, alternately with its kprobes attached and detached ([`CopyUpProbe::detach`]), in
+//! ABBA order so that neither mode always goes first; a warm-up block of each mode is not
+//! reported. The process pins itself to CPU 0.
 //!
 //! Output, between `=== begin probe-bench ===` and `=== end probe-bench ===` (figures are
 //! checked and summarised by xtask, not here):
 //!
 //! ```text
 //! config copyups=N block=B file-size=S
-//! attach NS                 # load + attach time of each attached block's probe
-//! detach NS                 # drop time
+//! load NS                   # loading the probe once: BTF offsets, verifier, first attach
+//! attach NS                 # attaching its kprobes before each attached block
+//! detach NS                 # detaching them after it (the programs stay loaded)
 //! block I attached|detached NS NS ...
 //! probe I KIND=COUNT/BYTES ... errors=E latency-sum-ns=L elsewhere=X   # after attached block I
-//! program-stats copyups=B entry=RUNS/NS return=RUNS/NS   # a last, untimed attached block
+//! program-stats copyups=W entry=RUNS/NS return=RUNS/NS   # a last, untimed attached block
 //! upper-files N
 //! ```
 
@@ -78,6 +79,10 @@ impl Options {
             }
         }
         ensure!(options.block > 0, "--block must be positive");
+        ensure!(
+            options.warmup > 0,
+            "--warmup must be positive (the statistics block is as long)"
+        );
         ensure!(
             options.copyups > 0 && options.copyups.is_multiple_of(options.block),
             "--copyups must be a positive multiple of --block"
@@ -197,21 +202,32 @@ fn run_block(merged: &Path, next_file: &mut usize, count: usize) -> Result<Vec<u
     Ok(samples)
 }
 
-fn attach(log: &mut String) -> Result<CopyUpProbe> {
+/// Loads and attaches the probe (BTF offsets, verifier, kprobes): once per run.
+fn load(log: &mut String) -> Result<CopyUpProbe> {
     ensure!(
         CopyUpProbe::is_embedded(),
         "this binary was built without the probe object; run `cargo xtask build-probe` first"
     );
     let started = Instant::now();
-    let probe = CopyUpProbe::embedded().context("attaching the copy-up probe")?;
-    writeln!(log, "attach {}", started.elapsed().as_nanos()).expect("writing to a String");
+    let probe = CopyUpProbe::embedded().context("loading the copy-up probe")?;
+    writeln!(log, "load {}", started.elapsed().as_nanos()).expect("writing to a String");
     Ok(probe)
 }
 
-fn detach(probe: CopyUpProbe, log: &mut String) {
+/// Attaches the loaded programs to `ovl_copy_up_one` again.
+fn attach(probe: &mut CopyUpProbe, log: &mut String) -> Result<()> {
     let started = Instant::now();
-    drop(probe);
+    probe.attach().context("attaching the copy-up probe")?;
+    writeln!(log, "attach {}", started.elapsed().as_nanos()).expect("writing to a String");
+    Ok(())
+}
+
+/// Takes the programs off `ovl_copy_up_one`; they stay loaded.
+fn detach(probe: &mut CopyUpProbe, log: &mut String) -> Result<()> {
+    let started = Instant::now();
+    probe.detach().context("detaching the copy-up probe")?;
     writeln!(log, "detach {}", started.elapsed().as_nanos()).expect("writing to a String");
+    Ok(())
 }
 
 /// The probe's figures for `dev`, and the copy-ups it saw on any other device.
@@ -239,9 +255,15 @@ fn probe_line(probe: &CopyUpProbe, index: usize, dev: u32) -> Result<String> {
 
 /// One more attached block, untimed, with the kernel's eBPF run-time statistics on: what the
 /// two programs themselves cost per copy-up. Apart from the measured blocks, as the statistics
-/// add two clock reads to every program run.
-fn program_stats(merged: &Path, next_file: &mut usize, count: usize) -> Result<String> {
-    let probe = attach(&mut String::new())?;
+/// add two clock reads to every program run. The kernel counts runs only while the statistics
+/// are on, so the figures are this block's alone.
+fn program_stats(
+    probe: &mut CopyUpProbe,
+    merged: &Path,
+    next_file: &mut usize,
+    count: usize,
+) -> Result<String> {
+    attach(probe, &mut String::new())?;
     settle();
     let stats = CopyUpProbe::enable_run_time_stats().context("enabling run-time statistics")?;
     run_block(merged, next_file, count)?;
@@ -249,7 +271,7 @@ fn program_stats(merged: &Path, next_file: &mut usize, count: usize) -> Result<S
         .program_run_times()
         .context("reading the programs' run times")?;
     drop(stats);
-    detach(probe, &mut String::new());
+    detach(probe, &mut String::new())?;
     let [(entry_runs, entry_time), (return_runs, return_time)] = runs;
     Ok(format!(
         "program-stats copyups={count} entry={entry_runs}/{} return={return_runs}/{}\n",
@@ -270,8 +292,8 @@ fn run(options: &Options) -> Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)
         .context("pinning to CPU 0")?;
 
-    // The measured blocks, both warm-ups and the statistics block.
-    let files = options.copyups * 2 + options.warmup * 2 + options.block;
+    // The measured blocks, both warm-ups and the statistics block (as long as a warm-up).
+    let files = options.copyups * 2 + options.warmup * 3;
     let overlay = Overlay::create(&options.dir, files, options.file_size)?;
     let dev = overlay.kernel_dev()?;
     let mut next_file = 0;
@@ -283,24 +305,29 @@ fn run(options: &Options) -> Result<()> {
     )
     .expect("writing to a String");
 
-    // Warm-up, both modes; the first attach also warms the BTF's page cache.
-    let probe = attach(&mut String::new())?;
+    // Loaded once; the blocks only attach and detach its kprobes, which is cheap enough for
+    // short blocks, and short blocks interleave the two modes finely enough that the host's
+    // slow phases fall on both alike.
+    let mut probe = load(&mut out)?;
     settle();
     run_block(&overlay.merged, &mut next_file, options.warmup)?;
-    detach(probe, &mut String::new());
+    detach(&mut probe, &mut String::new())?;
     settle();
     run_block(&overlay.merged, &mut next_file, options.warmup)?;
+    // Each attached block is then checked against counters that start from zero.
+    probe.forget(dev).context("clearing the probe's counters")?;
 
     let blocks = options.copyups / options.block * 2;
     for index in 0..blocks {
         // ABBA: pair p runs attached first when p is even, detached first when odd.
         let attached = (index / 2 % 2 == 0) == (index % 2 == 0);
         if attached {
-            let probe = attach(&mut out)?;
+            attach(&mut probe, &mut out)?;
             settle();
             let samples = run_block(&overlay.merged, &mut next_file, options.block)?;
+            detach(&mut probe, &mut out)?;
             let line = probe_line(&probe, index, dev)?;
-            detach(probe, &mut out);
+            probe.forget(dev).context("clearing the probe's counters")?;
             push_block(&mut out, index, "attached", &samples);
             out.push_str(&line);
             out.push('\n');
@@ -311,10 +338,12 @@ fn run(options: &Options) -> Result<()> {
         }
     }
     out.push_str(&program_stats(
+        &mut probe,
         &overlay.merged,
         &mut next_file,
-        options.block,
+        options.warmup,
     )?);
+    drop(probe);
     let upper_files = fs::read_dir(&overlay.upper)
         .with_context(|| format!("reading {}", overlay.upper.display()))?
         .count();

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::KProbe;
+use aya::programs::kprobe::KProbeLinkId;
 use aya::{Ebpf, EbpfLoader};
 use strata_ebpf_common::{
     CopyUpKey, CopyUpStats, ENTRY_PROGRAM, FieldOffsets, OFFSETS_GLOBAL, PROBED_FUNCTION,
@@ -217,6 +218,8 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
 pub struct CopyUpProbe {
     ebpf: Ebpf,
     offsets: FieldOffsets,
+    /// The entry and return programs' kprobes while attached; `None` after [`Self::detach`].
+    links: Option<[KProbeLinkId; 2]>,
 }
 
 impl CopyUpProbe {
@@ -243,13 +246,59 @@ impl CopyUpProbe {
         if !overlay_symbol_present() {
             return Err(ProbeError::OverlayNotLoaded);
         }
-        let mut ebpf = load_programs(object, offsets)?;
-        for name in [ENTRY_PROGRAM, RETURN_PROGRAM] {
-            kprobe(&mut ebpf, name)?
-                .attach(PROBED_FUNCTION, 0)
-                .map_err(|e| classify(&format!("attaching `{name}`"), e))?;
+        let ebpf = load_programs(object, offsets)?;
+        let mut probe = Self {
+            ebpf,
+            offsets,
+            links: None,
+        };
+        probe.attach()?;
+        Ok(probe)
+    }
+
+    /// Takes both programs off `ovl_copy_up_one` and keeps them loaded, with their maps: copy-ups
+    /// then run unprobed until [`Self::attach`]. Much cheaper than dropping and loading again
+    /// (no BTF, no verifier), so benchmarks can alternate the two often. A no-op when detached.
+    /// Both are tried; the first error is returned.
+    pub fn detach(&mut self) -> Result<(), ProbeError> {
+        let mut result = Ok(());
+        if let Some(links) = self.links.take() {
+            for (name, link) in [ENTRY_PROGRAM, RETURN_PROGRAM].into_iter().zip(links) {
+                let detached = kprobe(&mut self.ebpf, name).and_then(|p| {
+                    p.detach(link)
+                        .map_err(|e| classify(&format!("detaching `{name}`"), e))
+                });
+                result = result.and(detached);
+            }
         }
-        Ok(Self { ebpf, offsets })
+        result
+    }
+
+    /// Attaches both programs to `ovl_copy_up_one` again after [`Self::detach`]; a no-op while
+    /// attached. On error neither stays attached.
+    pub fn attach(&mut self) -> Result<(), ProbeError> {
+        if self.links.is_some() {
+            return Ok(());
+        }
+        let entry = kprobe(&mut self.ebpf, ENTRY_PROGRAM)?
+            .attach(PROBED_FUNCTION, 0)
+            .map_err(|e| classify(&format!("attaching `{ENTRY_PROGRAM}`"), e))?;
+        let attached = kprobe(&mut self.ebpf, RETURN_PROGRAM).and_then(|p| {
+            p.attach(PROBED_FUNCTION, 0)
+                .map_err(|e| classify(&format!("attaching `{RETURN_PROGRAM}`"), e))
+        });
+        match attached {
+            Ok(ret) => {
+                self.links = Some([entry, ret]);
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(p) = kprobe(&mut self.ebpf, ENTRY_PROGRAM) {
+                    let _ = p.detach(entry);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Takes `object` through everything but the attach: BTF offsets, object parsing, map
