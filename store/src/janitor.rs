@@ -34,6 +34,9 @@ enum MountJob {
     Hold { id: CacheId, merged: PathBuf },
     /// `id` was detached: drop the reference (its teardown runs), then `claim`.
     Release { id: CacheId, claim: Claim },
+    /// Hand `path` to the deleter once the jobs queued before it are done: a removed
+    /// container's directory, deleted only after its overlay's teardown.
+    Delete(PathBuf),
 }
 
 pub(crate) struct Janitor {
@@ -57,7 +60,11 @@ fn delete(path: &Path) {
 }
 
 /// The mount thread: a private descriptor table first (reported on `started`), then jobs.
-fn hold_mounts(jobs: &Receiver<MountJob>, started: &SyncSender<std::io::Result<()>>) {
+fn hold_mounts(
+    jobs: &Receiver<MountJob>,
+    deletions: &Sender<PathBuf>,
+    started: &SyncSender<std::io::Result<()>>,
+) {
     let private = private_fd_table();
     let ok = private.is_ok();
     let _ = started.send(private);
@@ -80,27 +87,34 @@ fn hold_mounts(jobs: &Receiver<MountJob>, started: &SyncSender<std::io::Result<(
                 drop(held.remove(&id));
                 drop(claim);
             }
+            MountJob::Delete(path) => {
+                if let Err(unsent) = deletions.send(path) {
+                    delete(&unsent.0);
+                }
+            }
         }
     }
 }
 
 impl Janitor {
     pub(crate) fn start() -> std::io::Result<Self> {
-        let (mounts, jobs) = channel::<MountJob>();
-        let (started, answer) = sync_channel(1);
-        let holder = std::thread::Builder::new()
-            .name("strata-mounts".into())
-            .spawn(move || hold_mounts(&jobs, &started))?;
-        answer
-            .recv()
-            .map_err(|_| std::io::Error::other("the mount thread ended at start"))??;
         let (deletions, paths) = channel::<PathBuf>();
         let deleter = std::thread::Builder::new()
             .name("strata-discard".into())
             .spawn(move || paths.into_iter().for_each(|p| delete(&p)))?;
+        let (mounts, jobs) = channel::<MountJob>();
+        let (started, answer) = sync_channel(1);
+        let forward = deletions.clone();
+        let holder = std::thread::Builder::new()
+            .name("strata-mounts".into())
+            .spawn(move || hold_mounts(&jobs, &forward, &started))?;
+        answer
+            .recv()
+            .map_err(|_| std::io::Error::other("the mount thread ended at start"))??;
         Ok(Self {
             mounts: Mutex::new(Some(mounts)),
             deletions: Mutex::new(Some(deletions)),
+            // The holder first: it forwards deletions until its queue is done.
             threads: vec![holder, deleter],
         })
     }
@@ -124,6 +138,13 @@ impl Janitor {
     /// `id` was detached: its teardown finishes in the background, then `claim` is dropped.
     pub(crate) fn release(&self, id: CacheId, claim: Claim) {
         self.send_mount_job(MountJob::Release { id, claim });
+    }
+
+    /// Deletes `path` (already outside the live tree) in the background, after the releases
+    /// queued so far have run (see [`Self::release`]): for a directory under an overlay being
+    /// torn down.
+    pub(crate) fn delete_after_releases(&self, path: PathBuf) {
+        self.send_mount_job(MountJob::Delete(path));
     }
 
     /// Deletes `path` (already outside the live tree) in the background.
@@ -181,9 +202,10 @@ mod tests {
             std::fs::write(d.join("a/b/f"), b"x").unwrap();
         }
         let janitor = Janitor::start().unwrap();
-        for d in &doomed {
-            janitor.delete(d.clone());
-        }
+        janitor.delete(doomed[0].clone());
+        // Through the mount thread's queue, forwarded to the deleter.
+        janitor.delete_after_releases(doomed[1].clone());
+        janitor.delete(doomed[2].clone());
         drop(janitor);
         assert!(doomed.iter().all(|d| !d.exists()));
     }

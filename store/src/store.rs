@@ -168,16 +168,31 @@ impl Store {
     /// the caller need not wait for a deep tree), deleted by the janitor. A crash in between
     /// leaves it in `tmp/`, which start-up empties.
     pub(crate) fn discard(&self, dir: &Path) -> Result<(), Error> {
+        if let Some(trash) = self.move_to_trash(dir)? {
+            self.janitor.delete(trash);
+        }
+        Ok(())
+    }
+
+    /// [`Self::discard`] for the directory of an overlay just released (`release_overlay`):
+    /// the janitor deletes it only after that overlay's teardown.
+    pub(crate) fn discard_after_teardown(&self, dir: &Path) -> Result<(), Error> {
+        if let Some(trash) = self.move_to_trash(dir)? {
+            self.janitor.delete_after_releases(trash);
+        }
+        Ok(())
+    }
+
+    /// Renames `dir` into `tmp/`; `None` if it was not there.
+    fn move_to_trash(&self, dir: &Path) -> Result<Option<PathBuf>, Error> {
         let trash = self
             .tmp_dir()
             .join(format!("discard-{}", CacheId::random()));
         match std::fs::rename(dir, &trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("moving to the trash", dir)(e)),
+            Ok(()) => Ok(Some(trash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("moving to the trash", dir)(e)),
         }
-        self.janitor.delete(trash);
-        Ok(())
     }
 
     pub(crate) fn track_exec(&self, id: CacheId, pid: i32, running: bool) {

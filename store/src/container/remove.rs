@@ -56,13 +56,20 @@ impl Store {
         }
         // The container is gone once that commit is: what fails from here on is logged, and
         // start-up cleans up after it (it unmounts and removes what no record names).
-        if claim.refs() > 0
-            && let Err(e) = self.release_overlay(c.id, claim)
-        {
+        let released = claim.refs() > 0;
+        if released && let Err(e) = self.release_overlay(c.id, claim) {
             tracing::warn!(container = %c.name, id = %c.id, error = %e, "removed container is still mounted; start-up unmounts it");
             self.container_mounts.claim(c.id).set_refs(0);
         }
-        if let Err(e) = self.discard(&self.driver.container_dir(c.id)) {
+        // A released overlay's teardown (the sync of its upper dir) is still queued: the
+        // directory is deleted after it, not under it.
+        let dir = self.driver.container_dir(c.id);
+        let discarded = if released {
+            self.discard_after_teardown(&dir)
+        } else {
+            self.discard(&dir)
+        };
+        if let Err(e) = discarded {
             tracing::warn!(container = %c.name, id = %c.id, error = %e, "could not move the removed container's directory away; start-up removes it");
         }
         tracing::info!(container = %c.name, id = %c.id, "removed container");
