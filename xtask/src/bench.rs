@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use strata_testkit::{Dockerd, ImageBuilder, Stratad};
 
-use crate::bench_report::Figure;
+use crate::bench_report::{Figure, quantile};
 use crate::{cargo, run_checked, workspace_root};
 
 const TAG: &str = "strata-bench/import:latest";
@@ -246,11 +246,6 @@ fn timed(what: &str, f: impl FnOnce() -> Result<()>) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 #[derive(Default)]
 struct Samples {
     /// `tar -x` alone: data may still be in the page cache, not on disk.
@@ -391,7 +386,7 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
 
 /// Issue 7's import targets: at least 0.8x `tar -x`, and faster than `docker load`.
 fn figures(samples: &Samples, mib: f64) -> Vec<Figure> {
-    let secs = |v: &[Duration]| (!v.is_empty()).then(|| median(v.to_vec()).as_secs_f64());
+    let secs = |v: &[Duration]| (!v.is_empty()).then(|| quantile(v, 50).as_secs_f64());
     let (Some(tar), Some(tar_sync)) = (secs(&samples.tar), secs(&samples.tar_sync)) else {
         return Vec::new();
     };
@@ -434,10 +429,10 @@ fn figures(samples: &Samples, mib: f64) -> Vec<Figure> {
 }
 
 fn print_table(samples: &Samples, mib: f64) {
-    let tar = median(samples.tar.clone()).as_secs_f64();
-    let tar_sync = median(samples.tar_sync.clone()).as_secs_f64();
-    let strata = (!samples.strata.is_empty()).then(|| median(samples.strata.clone()).as_secs_f64());
-    let docker = (!samples.docker.is_empty()).then(|| median(samples.docker.clone()).as_secs_f64());
+    let tar = quantile(&samples.tar, 50).as_secs_f64();
+    let tar_sync = quantile(&samples.tar_sync, 50).as_secs_f64();
+    let strata = (!samples.strata.is_empty()).then(|| quantile(&samples.strata, 50).as_secs_f64());
+    let docker = (!samples.docker.is_empty()).then(|| quantile(&samples.docker, 50).as_secs_f64());
     println!();
     println!(
         "import of {mib:.0} MiB (5 layers), median of {} runs",
@@ -463,7 +458,7 @@ fn print_table(samples: &Samples, mib: f64) {
     if !samples.strata_again.is_empty() {
         row(
             "strata image import (already stored)",
-            median(samples.strata_again.clone()).as_secs_f64(),
+            quantile(&samples.strata_again, 50).as_secs_f64(),
         );
     }
     if let Some(d) = docker {

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use strata_testkit::{Dockerd, Stratad, busybox_image};
 use tokio::net::UnixStream;
 
-use crate::bench_report::{Figure, percentile};
+use crate::bench_report::{Figure, quantile};
 use crate::{bench, workspace_root};
 
 pub(crate) const IMAGE: &str = "strata-bench/busybox:latest";
@@ -319,13 +319,6 @@ pub(crate) fn time_command(
         stdout = output.stdout;
     }
     Ok((times, stdout))
-}
-
-/// The sample at quantile `q` (nearest rank).
-pub(crate) fn quantile(samples: &[Duration], q_percent: usize) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    percentile(&sorted, q_percent)
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {

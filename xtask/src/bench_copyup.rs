@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use strata_testkit::{LayerBuilder, Stratad, busybox_image};
 
 use crate::bench;
-use crate::bench_containers::{ApiConnection, ms, quantile};
-use crate::bench_report::Figure;
+use crate::bench_containers::{ApiConnection, ms};
+use crate::bench_report::{Figure, quantile};
 use crate::workspace_root;
 
 const TAG: &str = "strata-bench/copyup:latest";

@@ -18,8 +18,8 @@ use serde_json::Value;
 use strata_testkit::{Dockerd, Stratad, busybox_image};
 
 use crate::bench;
-use crate::bench_containers::{ApiConnection, IMAGE, Side, fill, ms, quantile, time_command};
-use crate::bench_report::Figure;
+use crate::bench_containers::{ApiConnection, IMAGE, Side, fill, ms, time_command};
+use crate::bench_report::{Figure, quantile};
 use crate::workspace_root;
 
 /// Issue 7's targets.

@@ -281,6 +281,13 @@ pub(crate) fn percentile<T: Copy>(sorted: &[T], percent: usize) -> T {
     sorted[rank - 1]
 }
 
+/// [`percentile`] of unsorted samples.
+pub(crate) fn quantile<T: Copy + Ord>(samples: &[T], percent: usize) -> T {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    percentile(&sorted, percent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::percentile;
