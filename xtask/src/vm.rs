@@ -850,7 +850,18 @@ fn boot(vmlinuz: &Path, initramfs: &Path, options: &Options) -> Result<Boot> {
     } else {
         ""
     };
-    boot_vm(vmlinuz, initramfs, extra, options.timeout)
+    boot_vm(vmlinuz, initramfs, extra, Clock::Wall, options.timeout)
+}
+
+/// How the VM's clocks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// Plain TCG, two vCPUs: guest time follows the host's, with all its noise.
+    Wall,
+    /// `-icount shift=0,sleep=off`, one vCPU: guest time advances 1 ns per guest instruction
+    /// executed, whatever the host does, so timings are reproducible (and measure the guest's
+    /// instructions, not the emulator's cost of each).
+    Icount,
 }
 
 /// [`boot`] with `extra` appended to the kernel command line, killed after `timeout`.
@@ -858,6 +869,7 @@ pub(crate) fn boot_vm(
     vmlinuz: &Path,
     initramfs: &Path,
     extra: &str,
+    clock: Clock,
     timeout: Duration,
 ) -> Result<Boot> {
     let mut append = String::from("console=ttyS0 panic=-1 quiet rdinit=/init");
@@ -866,8 +878,14 @@ pub(crate) fn boot_vm(
         append.push_str(extra);
     }
     let started = Instant::now();
+    let clock_args: &[&str] = match clock {
+        Clock::Wall => &["-smp", "2"],
+        // icount needs single-threaded TCG; without a NIC, no iPXE option ROM to wait on.
+        Clock::Icount => &["-smp", "1", "-icount", "shift=0,sleep=off", "-net", "none"],
+    };
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-machine", "q35", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-machine", "q35", "-cpu", "max", "-m", "1024"])
+        .args(clock_args)
         .args(["-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(vmlinuz)
