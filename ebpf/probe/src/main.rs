@@ -148,17 +148,16 @@ fn record(offsets: &FieldOffsets, start: CopyUpStart, ended_ns: u64, ret: i32) {
     let Some(s_dev) = read_at::<u32>(sb, offsets.super_block_s_dev) else {
         return;
     };
-    let (kind, size) =
-        match read_at::<u16>(inode, offsets.inode_i_mode)
-            .zip(read_at::<i64>(inode, offsets.inode_i_size))
-        {
-            Some((mode, size)) => {
-                let kind = kind_of_mode(mode);
-                let size = if kind == kind::FILE { size } else { 0 };
-                (kind, u64::try_from(size).unwrap_or(0))
-            }
-            None => (kind::OTHER, 0),
-        };
+    let (kind, size) = match read_at::<u16>(inode, offsets.inode_i_mode)
+        .zip(read_at::<i64>(inode, offsets.inode_i_size))
+    {
+        Some((mode, size)) => {
+            let kind = kind_of_mode(mode);
+            let size = if kind == kind::FILE { size } else { 0 };
+            (kind, u64::try_from(size).unwrap_or(0))
+        }
+        None => (kind::OTHER, 0),
+    };
     let key = CopyUpKey {
         s_dev,
         kind: kind as u32,
