@@ -268,8 +268,9 @@ fn markdown(figures: &[Figure]) -> Result<String> {
     }
     out.push_str(
         "\nThe probe case runs in a QEMU VM under TCG emulation (the build host has no kprobes), \
-         where the probe's clock reads and map updates are emulated too: no figure from real \
-         hardware yet.\n",
+         twice: under `-icount` (guest time is 1 ns per guest instruction, reproducible from \
+         run to run) and on the wall clock (where TCG's own costs and the host's noise come \
+         in). No figure from real hardware yet.\n",
     );
     Ok(out)
 }
