@@ -724,7 +724,6 @@ impl Store {
                     "drop the references",
                     || {
                         // The janitor may still hold the detached overlay: it lets go first.
-                        claim.set_refs(0);
                         self.janitor.release(c.id, claim);
                         Ok(())
                     },

@@ -7,7 +7,7 @@
 //!   unmount's time. While a container is mounted the janitor holds a reference to its
 //!   overlay, so an unmount (`MNT_DETACH`, as Docker's overlay2 driver unmounts) only takes
 //!   it out of the mount tree; when the janitor then drops its reference, the teardown runs
-//!   on the janitor's thread, and the container's mount claim is released after it. Should
+//!   on the janitor's thread, and the container's next mount waits until it is done. Should
 //!   the janitor not hold a reference yet, the unmount itself pays for the teardown: slower,
 //!   never wrong.
 //!
@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::container::Claim;
+use crate::container::{Claim, Teardown};
 use crate::ids::CacheId;
 use crate::sys::mount::open_mount_root;
 use crate::sys::ns::private_fd_table;
@@ -32,8 +32,8 @@ use crate::sys::ns::private_fd_table;
 enum MountJob {
     /// `id` is mounted at `merged`: take a reference to it.
     Hold { id: CacheId, merged: PathBuf },
-    /// `id` was detached: drop the reference (its teardown runs), then `claim`.
-    Release { id: CacheId, claim: Claim },
+    /// `id` was detached: drop the reference (its teardown runs), then `teardown`.
+    Release { id: CacheId, teardown: Teardown },
     /// Hand `path` to the deleter once the jobs queued before it are done: a removed
     /// container's directory, deleted only after its overlay's teardown.
     Delete(PathBuf),
@@ -83,9 +83,9 @@ fn hold_mounts(
                     tracing::debug!(path = %merged.display(), error = %e, "not holding a mount");
                 }
             },
-            MountJob::Release { id, claim } => {
+            MountJob::Release { id, teardown } => {
                 drop(held.remove(&id));
-                drop(claim);
+                drop(teardown);
             }
             MountJob::Delete(path) => {
                 if let Err(unsent) = deletions.send(path) {
@@ -125,7 +125,7 @@ impl Janitor {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(q) = queue.as_ref() {
-            // Unsent only once the janitor is being dropped; the job's claim drops with it.
+            // Unsent only once the janitor is being dropped; the job's teardown drops with it.
             let _ = q.send(job);
         }
     }
@@ -135,9 +135,13 @@ impl Janitor {
         self.send_mount_job(MountJob::Hold { id, merged });
     }
 
-    /// `id` was detached: its teardown finishes in the background, then `claim` is dropped.
+    /// `id` was detached and `claim` holds it with no references left: its teardown finishes
+    /// in the background, and `id` cannot be mounted again before (see [`Claim::into_teardown`]).
     pub(crate) fn release(&self, id: CacheId, claim: Claim) {
-        self.send_mount_job(MountJob::Release { id, claim });
+        self.send_mount_job(MountJob::Release {
+            id,
+            teardown: claim.into_teardown(),
+        });
     }
 
     /// Deletes `path` (already outside the live tree) in the background, after the releases

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use create::CreateOptions;
 pub use diff::{Change, ChangeKind};
 pub use exec::{ExecRequest, ExecStdio};
-pub(crate) use mount_table::{Claim, MountTable};
+pub(crate) use mount_table::{Claim, MountTable, Teardown};
 
 use crate::error::{Error, is_hex_prefix, unique_by_prefix};
 use crate::ids::{CacheId, ImageId};

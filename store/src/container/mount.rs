@@ -70,10 +70,10 @@ impl Store {
     }
 
     /// Takes `id`'s overlay out of the mount tree and leaves its teardown (the sync of the
-    /// upper filesystem) to the janitor, which releases `claim` when done. The count is zero as
-    /// soon as this returns; on error the mount and the count stay as they were. An overlay
+    /// upper filesystem) to the janitor; the next mount of `id` waits for it. The count is zero
+    /// as soon as this returns; on error the mount and the count stay as they were. An overlay
     /// already unmounted (behind the store's back) counts as released.
-    pub(crate) fn release_overlay(&self, id: CacheId, mut claim: Claim) -> Result<(), Error> {
+    pub(crate) fn release_overlay(&self, id: CacheId, claim: Claim) -> Result<(), Error> {
         let merged = self.driver.merged_dir(id);
         self.notify_mount(id, &merged, false);
         match mounts::detach(&merged) {
@@ -84,7 +84,6 @@ impl Store {
             }
             other => other?,
         }
-        claim.set_refs(0);
         self.janitor.release(id, claim);
         Ok(())
     }

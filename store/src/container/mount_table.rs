@@ -8,10 +8,12 @@
 //! those commits dirtied.
 //!
 //! Changing a container's mounts is exclusive: a [`Claim`] holds the container until dropped,
-//! and other claimers wait. An unmount's claim travels with the detached overlay to the
-//! janitor and is dropped once the overlay's teardown finished, so a new mount of the same
-//! upper dir never overlaps the old one (overlayfs refuses or warns about an upper dir in
-//! use by another mount).
+//! and other claimers wait. An unmount turns its claim into a [`Teardown`], which travels with
+//! the detached overlay to the janitor and is dropped once the overlay's teardown finished, so
+//! a new mount of the same upper dir never overlaps the old one (overlayfs refuses or warns
+//! about an upper dir in use by another mount). A removal does not mount anything, so it
+//! need not wait for that teardown: [`MountTable::claim_for_removal`] goes ahead of it and
+//! says it is pending, and the removal has the directory deleted after it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -22,6 +24,8 @@ use crate::ids::CacheId;
 struct Entry {
     refs: u32,
     claimed: bool,
+    /// A released overlay's teardown has not finished yet (a [`Teardown`] is alive).
+    tearing_down: bool,
 }
 
 #[derive(Debug, Default)]
@@ -54,10 +58,21 @@ impl MountTable {
         self.lock().entry(id).or_default().refs = 1;
     }
 
-    /// Waits until no one else holds `id`, then holds it.
+    /// Waits until no one else holds `id` and its last overlay's teardown is done, then holds
+    /// it.
     pub(crate) fn claim(self: &Arc<Self>, id: CacheId) -> Claim {
+        self.claim_when(id, |e| e.claimed || e.tearing_down)
+    }
+
+    /// [`Self::claim`] for removing the container: waits for other claims, not for a pending
+    /// teardown ([`Claim::teardown_pending`] tells).
+    pub(crate) fn claim_for_removal(self: &Arc<Self>, id: CacheId) -> Claim {
+        self.claim_when(id, |e| e.claimed)
+    }
+
+    fn claim_when(self: &Arc<Self>, id: CacheId, busy: impl Fn(&Entry) -> bool) -> Claim {
         let mut entries = self.lock();
-        while entries.get(&id).is_some_and(|e| e.claimed) {
+        while entries.get(&id).is_some_and(&busy) {
             entries = self
                 .released
                 .wait(entries)
@@ -69,6 +84,7 @@ impl MountTable {
             table: self.clone(),
             id,
             refs: entry.refs,
+            teardown_pending: entry.tearing_down,
         }
     }
 }
@@ -79,11 +95,18 @@ pub(crate) struct Claim {
     table: Arc<MountTable>,
     id: CacheId,
     refs: u32,
+    teardown_pending: bool,
 }
 
 impl Claim {
     pub(crate) fn refs(&self) -> u32 {
         self.refs
+    }
+
+    /// The container's last overlay was still being torn down when this claim was taken
+    /// (only a [`MountTable::claim_for_removal`] goes ahead of a teardown).
+    pub(crate) fn teardown_pending(&self) -> bool {
+        self.teardown_pending
     }
 
     /// Sets the count, visible to readers at once.
@@ -93,15 +116,50 @@ impl Claim {
             e.refs = refs;
         }
     }
+
+    /// Releases the claim for an overlay detached with no references left: until the
+    /// [`Teardown`] is dropped, other claims (but a removal's) wait.
+    pub(crate) fn into_teardown(mut self) -> Teardown {
+        self.set_refs(0);
+        if let Some(e) = self.table.lock().get_mut(&self.id) {
+            e.tearing_down = true;
+        }
+        Teardown {
+            table: self.table.clone(),
+            id: self.id,
+        }
+    }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut entries = self.table.lock();
-        if self.refs == 0 {
-            entries.remove(&self.id);
-        } else if let Some(e) = entries.get_mut(&self.id) {
+        if let Some(e) = entries.get_mut(&self.id) {
             e.claimed = false;
+            if e.refs == 0 && !e.tearing_down {
+                entries.remove(&self.id);
+            }
+        }
+        drop(entries);
+        self.table.released.notify_all();
+    }
+}
+
+/// A detached overlay's teardown in progress; dropped once it finished.
+#[derive(Debug)]
+pub(crate) struct Teardown {
+    table: Arc<MountTable>,
+    id: CacheId,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let mut entries = self.table.lock();
+        if let Some(e) = entries.get_mut(&self.id) {
+            e.tearing_down = false;
+            if e.refs == 0 && !e.claimed {
+                entries.remove(&self.id);
+            }
         }
         drop(entries);
         self.table.released.notify_all();
@@ -131,6 +189,40 @@ mod tests {
         );
         drop(first);
         assert_eq!(waiter.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_teardown_holds_back_mounts_but_not_a_removal() {
+        let table = Arc::new(MountTable::default());
+        let id = CacheId::random();
+        let mut claim = table.claim(id);
+        claim.set_refs(1);
+        let teardown = claim.into_teardown();
+        assert_eq!(table.refs(id), 0, "no references once released");
+        let mount = {
+            let table = table.clone();
+            std::thread::spawn(move || table.claim(id).teardown_pending())
+        };
+        let removal = {
+            let table = table.clone();
+            std::thread::spawn(move || table.claim_for_removal(id).teardown_pending())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(removal.is_finished(), "the removal waited for the teardown");
+        assert!(
+            removal.join().unwrap(),
+            "the removal was not told of the teardown"
+        );
+        assert!(
+            !mount.is_finished(),
+            "a mount claim went ahead of the teardown"
+        );
+        drop(teardown);
+        assert!(
+            !mount.join().unwrap(),
+            "the mount claim came after the teardown"
+        );
+        assert!(table.lock().is_empty(), "nothing is left behind");
     }
 
     #[test]

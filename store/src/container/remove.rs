@@ -14,7 +14,9 @@ impl Store {
     /// removes what no record names).
     pub fn remove_container(&self, reference: &str, force: bool) -> Result<String, Error> {
         let id = resolve_container(&self.db.read()?, reference)?.id;
-        let claim = self.container_mounts.claim(id);
+        // An unmount's teardown may still be running: the removal goes ahead of it (nothing
+        // mounts the directory again) and has the directory deleted after it.
+        let claim = self.container_mounts.claim_for_removal(id);
         let txn = self.db.write()?;
         let c = txn.container(&id)?.ok_or_else(|| Error::NotFound {
             kind: "container",
@@ -57,14 +59,15 @@ impl Store {
         // The container is gone once that commit is: what fails from here on is logged, and
         // start-up cleans up after it (it unmounts and removes what no record names).
         let released = claim.refs() > 0;
+        let teardown_queued = released || claim.teardown_pending();
         if released && let Err(e) = self.release_overlay(c.id, claim) {
             tracing::warn!(container = %c.name, id = %c.id, error = %e, "removed container is still mounted; start-up unmounts it");
             self.container_mounts.claim(c.id).set_refs(0);
         }
-        // A released overlay's teardown (the sync of its upper dir) is still queued: the
+        // A released overlay's teardown (the sync of its upper dir) may still be queued: the
         // directory is deleted after it, not under it.
         let dir = self.driver.container_dir(c.id);
-        let discarded = if released {
+        let discarded = if teardown_queued {
             self.discard_after_teardown(&dir)
         } else {
             self.discard(&dir)
