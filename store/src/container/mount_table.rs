@@ -70,6 +70,20 @@ impl MountTable {
         self.claim_when(id, |e| e.claimed)
     }
 
+    /// Applies `release` to `id`'s entry, forgets the entry once nothing holds it, and wakes
+    /// the waiters.
+    fn let_go(&self, id: CacheId, release: impl FnOnce(&mut Entry)) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(&id) {
+            release(e);
+            if e.refs == 0 && !e.claimed && !e.tearing_down {
+                entries.remove(&id);
+            }
+        }
+        drop(entries);
+        self.released.notify_all();
+    }
+
     fn claim_when(self: &Arc<Self>, id: CacheId, busy: impl Fn(&Entry) -> bool) -> Claim {
         let mut entries = self.lock();
         while entries.get(&id).is_some_and(&busy) {
@@ -133,15 +147,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut entries = self.table.lock();
-        if let Some(e) = entries.get_mut(&self.id) {
-            e.claimed = false;
-            if e.refs == 0 && !e.tearing_down {
-                entries.remove(&self.id);
-            }
-        }
-        drop(entries);
-        self.table.released.notify_all();
+        self.table.let_go(self.id, |e| e.claimed = false);
     }
 }
 
@@ -154,15 +160,7 @@ pub(crate) struct Teardown {
 
 impl Drop for Teardown {
     fn drop(&mut self) {
-        let mut entries = self.table.lock();
-        if let Some(e) = entries.get_mut(&self.id) {
-            e.tearing_down = false;
-            if e.refs == 0 && !e.claimed {
-                entries.remove(&self.id);
-            }
-        }
-        drop(entries);
-        self.table.released.notify_all();
+        self.table.let_go(self.id, |e| e.tearing_down = false);
     }
 }
 
@@ -171,6 +169,14 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn on_a_thread<T: Send + 'static>(
+        table: &Arc<MountTable>,
+        f: impl FnOnce(&Arc<MountTable>) -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let table = table.clone();
+        std::thread::spawn(move || f(&table))
+    }
+
     #[test]
     fn a_claim_waits_for_the_previous_one_and_sees_its_count() {
         let table = Arc::new(MountTable::default());
@@ -178,10 +184,7 @@ mod tests {
         let mut first = table.claim(id);
         first.set_refs(2);
         assert_eq!(table.refs(id), 2, "readers see a count at once");
-        let waiter = {
-            let table = table.clone();
-            std::thread::spawn(move || table.claim(id).refs())
-        };
+        let waiter = on_a_thread(&table, move |t| t.claim(id).refs());
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             !waiter.is_finished(),
@@ -199,14 +202,8 @@ mod tests {
         claim.set_refs(1);
         let teardown = claim.into_teardown();
         assert_eq!(table.refs(id), 0, "no references once released");
-        let mount = {
-            let table = table.clone();
-            std::thread::spawn(move || table.claim(id).teardown_pending())
-        };
-        let removal = {
-            let table = table.clone();
-            std::thread::spawn(move || table.claim_for_removal(id).teardown_pending())
-        };
+        let mount = on_a_thread(&table, move |t| t.claim(id).teardown_pending());
+        let removal = on_a_thread(&table, move |t| t.claim_for_removal(id).teardown_pending());
         std::thread::sleep(Duration::from_millis(50));
         assert!(removal.is_finished(), "the removal waited for the teardown");
         assert!(
