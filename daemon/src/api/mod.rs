@@ -1,5 +1,5 @@
-//! The API: HTTP+JSON on a unix socket. Handlers are thin: parse, call the store in
-//! `spawn_blocking`, map the result. [`ApiError`] maps store error kinds to status codes; the
+//! The API: HTTP+JSON on a unix socket. Handlers are thin: parse, call the store (see
+//! [`blocking`]), map the result. [`ApiError`] maps store error kinds to status codes; the
 //! client gets one clear line, the log gets the detail.
 
 pub mod containers;
@@ -117,17 +117,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs a store call, which blocks (an fsync, a mount), on this worker thread after handing
-/// the worker's other tasks to another thread (`block_in_place`; stratad's runtime is
-/// multi-threaded). `spawn_blocking` would cost two thread hand-offs per request, about
-/// 0.15 ms per create-mount-unmount-remove cycle on a 2-vCPU VM (measured side by side).
-/// Nothing else runs in a handler's task meanwhile, so nothing waits on it; long streams
-/// (import, export, exec) use `spawn_blocking` themselves.
+/// Runs a store call, which blocks (an fsync, a mount), right here: each connection has a
+/// thread and a runtime of its own ([`serve::serve`]), and carries one request at a time, so
+/// this blocks nothing but the request that waits for it. Long streams (import, export, exec)
+/// use `spawn_blocking`, so that their connection's runtime can move their bytes meanwhile.
 pub(crate) fn blocking<T>(
     state: &AppState,
     f: impl FnOnce(&Store) -> Result<T, strata_store::Error>,
 ) -> Result<T, ApiError> {
-    Ok(tokio::task::block_in_place(|| f(&state.store))?)
+    Ok(f(&state.store)?)
 }
 
 /// The connection of an upgraded request (exec, import-fd), once the 101 went out; `None`,
