@@ -101,7 +101,12 @@ impl Janitor {
         let (deletions, paths) = channel::<PathBuf>();
         let deleter = std::thread::Builder::new()
             .name("strata-discard".into())
-            .spawn(move || paths.into_iter().for_each(|p| delete(&p)))?;
+            .spawn(move || {
+                crate::sys::lower_thread_priority();
+                for path in paths {
+                    delete(&path);
+                }
+            })?;
         let (mounts, jobs) = channel::<MountJob>();
         let (started, answer) = sync_channel(1);
         let forward = deletions.clone();

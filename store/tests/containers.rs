@@ -523,3 +523,73 @@ fn an_orphan_still_mounted_after_a_crash_is_unmounted_and_removed_at_start_up() 
     );
     assert!(!t.root().join("overlay2").join(c.id.to_string()).exists());
 }
+
+/// The inode numbers of the directories in `dir` (empty if it does not exist).
+fn dir_inodes(dir: &std::path::Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("listing {}: {e}", dir.display()),
+    }
+}
+
+/// A create takes a ready-made directory from `overlay2/spare/` (one rename) once the first
+/// create has set the filler going; the container's directories have their modes and mount
+/// like any other; a reopen removes leftover spares, and a store that never created a
+/// container has none.
+#[test]
+fn creates_take_ready_made_directories_which_a_reopen_clears() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut t = store_with_image();
+    let spare_dir = t.root().join("overlay2/spare");
+    assert!(
+        dir_inodes(&spare_dir).is_empty(),
+        "spares made before any create"
+    );
+    create(&t, "first", &[], &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ready = loop {
+        let ready = dir_inodes(&spare_dir);
+        if ready.len() >= 2 {
+            break ready;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spares after 10 s: {ready:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let c = create(&t, "second", &[], &[]);
+    let dir = t.root().join("overlay2").join(c.id.to_string());
+    let ino = std::fs::metadata(&dir).unwrap().ino();
+    assert!(
+        ready.contains(&ino),
+        "{} (inode {ino}) is not one of the spares {ready:?}",
+        dir.display()
+    );
+    assert!(!dir_inodes(&spare_dir).contains(&ino), "taken twice");
+    for (sub, mode) in [("diff", 0o755), ("work", 0o700), ("merged", 0o755)] {
+        let meta = std::fs::metadata(dir.join(sub)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{sub}");
+        assert_eq!(
+            std::fs::read_dir(dir.join(sub)).unwrap().count(),
+            0,
+            "{sub}"
+        );
+    }
+    let merged = t.store().mount_container("second").unwrap();
+    std::fs::write(merged.join("tmp/written"), b"x").unwrap();
+    assert!(dir.join("diff/tmp/written").exists());
+    assert_eq!(t.store().unmount_container("second", false).unwrap(), 0);
+    t.store().remove_container("second", false).unwrap();
+
+    t.reopen();
+    assert!(
+        dir_inodes(&spare_dir).is_empty(),
+        "spares survived a reopen"
+    );
+    assert!(t.store().inspect_container("first").is_ok());
+}

@@ -17,6 +17,7 @@
 //! [`crate::mounts`] carries them out.
 
 mod overlay2;
+mod spares;
 mod vfs;
 
 use std::fmt::Debug;

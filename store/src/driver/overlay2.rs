@@ -2,11 +2,13 @@
 //! `overlay2/<id>/link` names its short link, and `overlay2/l/<short>` -> `../<id>/diff` keeps
 //! lowerdir strings short. `overlay2/empty` is an empty bottom layer so that a single-layer
 //! image still gets a real overlay mount (overlayfs needs two lowers without an upper), which
-//! hides any whiteouts the layer carries, as Docker's mount would.
+//! hides any whiteouts the layer carries, as Docker's mount would. `overlay2/spare/` holds
+//! ready-made container directories (see [`super::spares`]).
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use super::spares::Spares;
 use super::{Driver, DriverError, LayerDamage, PlacedLayer, ensure_dir, io_err, sync_dir};
 use crate::ids::CacheId;
 use crate::mounts::{MountSpec, UpperDirs};
@@ -17,10 +19,13 @@ const EMPTY_DIR: &str = "empty";
 /// needs (`/dev`, `/proc`), like Docker's `<id>-init` layer, so they never show in a diff.
 /// It is the same for every container, so there is one, shared.
 const INIT_DIR: &str = "init";
+/// Ready-made container directories (see [`super::spares`]).
+const SPARE_DIR: &str = "spare";
 
 #[derive(Debug)]
 pub struct Overlay2 {
     home: PathBuf,
+    spares: Spares,
 }
 
 impl Overlay2 {
@@ -32,7 +37,8 @@ impl Overlay2 {
         for (sub, mode) in [(INIT_DIR, 0o755), ("init/dev", 0o755), ("init/proc", 0o555)] {
             make_dir(&home.join(sub), mode, true)?;
         }
-        Ok(Self { home })
+        let spares = Spares::start(home.join(SPARE_DIR), make_rw_dirs)?;
+        Ok(Self { home, spares })
     }
 
     fn layer_dir(&self, id: CacheId) -> PathBuf {
@@ -134,20 +140,17 @@ impl Driver for Overlay2 {
 
     fn create_rw(&self, id: CacheId, _chain: &[(CacheId, String)]) -> Result<(), DriverError> {
         let dir = self.layer_dir(id);
-        // The upper dir's root becomes the container's `/`, so it needs 0755 (a 0700 root
-        // would lock non-root users out). No fsync: these empty directories are re-created by
-        // start-up reconcile if a crash loses them (this function is idempotent), which keeps
-        // a create to one fsync, the record's.
-        let made = ensure_dir(&dir).and_then(|()| {
-            for (sub, mode) in [("diff", 0o755), ("work", 0o700), ("merged", 0o755)] {
-                make_dir(&dir.join(sub), mode, false)?;
+        if let Some(spare) = self.spares.take() {
+            match std::fs::rename(&spare, &dir) {
+                Ok(()) => return Ok(()),
+                // Removed by another opening of this store, say: make the directories here.
+                Err(e) => {
+                    tracing::debug!(spare = %spare.display(), error = %e, "spare container directory not usable");
+                    let _ = remove_tree(&spare);
+                }
             }
-            Ok(())
-        });
-        if made.is_err() {
-            let _ = remove_tree(&dir);
         }
-        made
+        make_rw_dirs(&dir)
     }
 
     fn rw_mount(&self, id: CacheId, chain: &[(CacheId, String)]) -> MountSpec {
@@ -183,7 +186,7 @@ impl Driver for Overlay2 {
     }
 
     fn stored_ids(&self) -> Result<Vec<String>, DriverError> {
-        list_names(&self.home, &[LINK_DIR, EMPTY_DIR, INIT_DIR])
+        list_names(&self.home, &[LINK_DIR, EMPTY_DIR, INIT_DIR, SPARE_DIR])
     }
 
     fn check_layer(&self, id: CacheId, short_link: &str) -> Vec<LayerDamage> {
@@ -246,6 +249,23 @@ impl Driver for Overlay2 {
     fn remove_orphan(&self, name: &str) -> Result<(), DriverError> {
         remove_tree(&self.home.join(name))
     }
+}
+
+/// A container's directories at `dir`: `diff/` (its upper dir), `work/` and `merged/`. The upper
+/// dir's root becomes the container's `/`, so it needs 0755 (a 0700 root would lock non-root
+/// users out). No fsync: these empty directories are re-created by start-up reconcile if a
+/// crash loses them, which keeps a create to one fsync, the record's. On error nothing remains.
+fn make_rw_dirs(dir: &Path) -> Result<(), DriverError> {
+    let made = ensure_dir(dir).and_then(|()| {
+        for (sub, mode) in [("diff", 0o755), ("work", 0o700), ("merged", 0o755)] {
+            make_dir(&dir.join(sub), mode, false)?;
+        }
+        Ok(())
+    });
+    if made.is_err() {
+        let _ = remove_tree(dir);
+    }
+    made
 }
 
 /// `mkdir` with exactly `mode`: the process umask only matters when it would clear bits of
@@ -320,16 +340,15 @@ mod tests {
 
     #[test]
     fn view_lists_lowers_top_first_and_pads_a_single_layer() {
-        let d = Overlay2 {
-            home: "/s/overlay2".into(),
-        };
+        let root = tempfile::tempdir().unwrap();
+        let d = Overlay2::new(root.path()).unwrap();
         let a = (CacheId::random(), "AAA".to_string());
         let b = (CacheId::random(), "BBB".to_string());
         let MountSpec::Overlay { lower, upper, base } = d.view(&[a.clone(), b]) else {
             panic!()
         };
         assert_eq!(lower, vec![PathBuf::from("l/BBB"), PathBuf::from("l/AAA")]);
-        assert_eq!(base, PathBuf::from("/s/overlay2"));
+        assert_eq!(base, root.path().join("overlay2"));
         assert!(upper.is_none());
         let MountSpec::Overlay { lower, .. } = d.view(&[a]) else {
             panic!()
