@@ -360,6 +360,7 @@ fn read_entries(
     let mut seen = 0usize;
     let mut layers_done = 0usize;
     let mut head = Vec::with_capacity(512);
+    let mut early_sync = EarlySync::default();
     let stream_error = |e: io::Error, last: &str, seen: usize| {
         if state.failed.get() {
             ArchiveError::Read(e)
@@ -409,6 +410,9 @@ fn read_entries(
                         e
                     }
                 })?;
+            if let Blob::Layer(LayerBlob { dir: Some(_), .. }) = &blob {
+                early_sync.kick(staging);
+            }
             if matches!(blob, Blob::Layer(_)) {
                 layers_done += 1;
                 progress(&ImportProgress {
@@ -443,6 +447,48 @@ fn read_entries(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(ArchiveError::Read)?;
     Ok(blobs)
+}
+
+/// Flushes staged layers in the background while later ones are extracted, so that the
+/// `syncfs` before the import commits (which makes them durable, and reports errors) finds
+/// little left to write. At most one flush runs at a time; a kick while one runs is dropped,
+/// as that next commit-time `syncfs` covers whatever it would have written.
+#[derive(Default)]
+struct EarlySync(Option<std::thread::JoinHandle<()>>);
+
+impl EarlySync {
+    fn kick(&mut self, staging: &Path) {
+        if self.0.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        self.join();
+        let dir = staging.to_owned();
+        let started = std::thread::Builder::new()
+            .name("strata-flush".to_owned())
+            .spawn(move || {
+                if let Err(e) = crate::sys::mount::syncfs(&dir) {
+                    tracing::debug!(path = %dir.display(), error = %e, "early flush of staged layers failed; the commit's sync reports it");
+                }
+            });
+        match started {
+            Ok(thread) => self.0 = Some(thread),
+            Err(e) => tracing::debug!(error = %e, "no early flush: cannot start a thread"),
+        }
+    }
+
+    /// Waits for the flush in flight. Its outcome does not matter: the commit's `syncfs`
+    /// writes and reports whatever it did not.
+    fn join(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for EarlySync {
+    fn drop(&mut self) {
+        self.join();
+    }
 }
 
 /// The archive path a symlink (relative to its directory) or hardlink (relative to the archive
