@@ -8,6 +8,10 @@
 //! Two `tar -x` rows: plain (the bytes may still be only in the page cache when it exits) and
 //! `tar -x && sync`, the durable limit to compare with, since strata syncs the layer files
 //! before it commits their records. The strata and docker rows end with a `sync` too.
+//!
+//! `--fresh-fs` runs every tar and strata step on an ext4 made for it ([`FreshFs`]): on a
+//! filesystem that has just had mass deletions (an earlier bench's), every tool runs several
+//! times slower, so only this makes back-to-back invocations comparable.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -30,6 +34,7 @@ pub(crate) struct Options {
     dir: PathBuf,
     strata: bool,
     docker: bool,
+    fresh_fs: bool,
 }
 
 impl Options {
@@ -40,6 +45,7 @@ impl Options {
             dir: workspace_root().join("target/bench-import"),
             strata: true,
             docker: true,
+            fresh_fs: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -50,11 +56,15 @@ impl Options {
                 "--dir" => options.dir = PathBuf::from(value()?),
                 "--skip-strata" => options.strata = false,
                 "--skip-docker" => options.docker = false,
+                "--fresh-fs" => options.fresh_fs = true,
                 other => bail!("unknown option {other}"),
             }
         }
         if options.runs == 0 || options.size_mib == 0 {
             bail!("--runs and --size-mib must be positive");
+        }
+        if options.fresh_fs && options.docker {
+            bail!("--fresh-fs needs --skip-docker: dockerd's data root stays under /tmp");
         }
         Ok(options)
     }
@@ -67,6 +77,75 @@ pub(crate) fn work_dir(dir: &Path) -> Result<tempfile::TempDir> {
         .prefix("run")
         .tempdir_in(dir)
         .context("creating the work directory")
+}
+
+/// A just-made ext4 for one timed step, so that no step inherits another's (or an earlier
+/// bench's) deletions or fullness: a sparse file under the work directory on a loop device
+/// with direct I/O (no second page cache), made with a journal, as production hosts run it,
+/// and with its inode tables and journal zeroed by mkfs. Left to the kernel's lazy init thread,
+/// that zeroing runs during the step and made figures swing by 2x. Unmounted, detached and
+/// removed when dropped.
+struct FreshFs {
+    image: PathBuf,
+    device: Option<String>,
+    mount: PathBuf,
+}
+
+impl FreshFs {
+    fn new(dir: &Path, name: &str, size: u64) -> Result<Self> {
+        let mut fs = Self {
+            image: dir.join(format!("{name}.img")),
+            device: None,
+            mount: dir.join(name),
+        };
+        File::create(&fs.image)
+            .and_then(|f| f.set_len(size))
+            .with_context(|| format!("creating {}", fs.image.display()))?;
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(&fs.image)
+            .output()
+            .context("running losetup")?;
+        if !out.status.success() {
+            bail!(
+                "losetup {}: {}",
+                fs.image.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        fs.device = Some(device.clone());
+        run_checked(Command::new("mkfs.ext4").args([
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0",
+            &device,
+        ]))?;
+        std::fs::create_dir(&fs.mount)
+            .with_context(|| format!("creating {}", fs.mount.display()))?;
+        run_checked(Command::new("mount").arg(&device).arg(&fs.mount))?;
+        Ok(fs)
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        let quiet = |c: &mut Command| c.stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if self.mount.exists()
+            && !quiet(Command::new("umount").arg(&self.mount))
+            && !quiet(Command::new("umount").arg("-l").arg(&self.mount))
+        {
+            eprintln!("bench: could not unmount {}", self.mount.display());
+        }
+        if let Some(device) = &self.device
+            && !quiet(Command::new("losetup").arg("-d").arg(device))
+        {
+            eprintln!("bench: could not detach {device}");
+        }
+        let _ = std::fs::remove_dir(&self.mount);
+        let _ = std::fs::remove_file(&self.image);
+    }
 }
 
 /// `strata image import --quiet ARCHIVE`, panicking (with the daemon's log) on failure.
@@ -302,17 +381,30 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
     // machine's), creating inodes just after deleting many makes the allocator skip the
     // recently deleted ones (`recently_deleted`), which doubled the system time of whichever
     // tool ran next (measured: tar -x 1.2 s -> 2.8 s of system time).
+    // With --fresh-fs every step gets a filesystem of its own instead, dropped after it.
     let mut keep_daemons = Vec::new();
     let mut keep_dockerds = Vec::new();
+    let fs_size = (options.size_mib << 22).max(4 << 30);
+    let place = |step: &str| -> Result<(Option<FreshFs>, PathBuf)> {
+        if !options.fresh_fs {
+            return Ok((None, work.path().to_owned()));
+        }
+        let fs = FreshFs::new(work.path(), step, fs_size)?;
+        let base = fs.mount.clone();
+        Ok((Some(fs), base))
+    };
     for run in 0..options.runs {
         eprintln!("run {}/{}", run + 1, options.runs);
-        let dest = work.path().join(format!("extract-{run}"));
+        let (fs, base) = place(&format!("tar-{run}"))?;
+        let dest = base.join(format!("extract-{run}"));
         samples.tar.push(timed("tar -x of every layer", || {
             untar_layers(&layer_paths, &dest)
         })?);
         // Untimed: its writes must not land in the next tool's sync.
         sync();
-        let dest = work.path().join(format!("extract-{run}-sync"));
+        drop(fs);
+        let (fs, base) = place(&format!("tar-sync-{run}"))?;
+        let dest = base.join(format!("extract-{run}-sync"));
         samples
             .tar_sync
             .push(timed("tar -x of every layer && sync", || {
@@ -320,38 +412,14 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
                 sync();
                 Ok(())
             })?);
+        drop(fs);
 
         if let Some((stratad, strata)) = &binaries {
-            let daemon = Stratad::start_in(stratad, work.path());
-            let import = |label: &str| {
-                timed(label, || {
-                    let out = daemon.strata(
-                        strata,
-                        &[
-                            std::ffi::OsStr::new("image"),
-                            "import".as_ref(),
-                            "--quiet".as_ref(),
-                            archive.as_os_str(),
-                        ],
-                    );
-                    if !out.status.success() {
-                        bail!(
-                            "strata image import failed: {}\n--- stratad log ---\n{}",
-                            String::from_utf8_lossy(&out.stderr),
-                            daemon.log_tail()
-                        );
-                    }
-                    sync();
-                    Ok(())
-                })
-            };
-            samples
-                .strata
-                .push(import("strata image import (fresh store)")?);
-            samples
-                .strata_again
-                .push(import("strata image import (again, same store)")?);
-            keep_daemons.push(daemon);
+            let (fs, base) = place(&format!("strata-{run}"))?;
+            let daemon = time_strata(stratad, strata, &base, &archive, &mut samples)?;
+            if fs.is_none() {
+                keep_daemons.push(daemon);
+            }
         }
 
         if options.docker {
@@ -382,6 +450,47 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
     drop((keep_daemons, keep_dockerds));
     print_table(&samples, mib);
     Ok(figures(&samples, mib))
+}
+
+/// Starts a stratad with its root under `base` and times two imports of `archive` into it: a
+/// fresh store, then the same archive again. Returns the daemon, so that its files stay.
+fn time_strata(
+    stratad: &Path,
+    strata: &Path,
+    base: &Path,
+    archive: &Path,
+    samples: &mut Samples,
+) -> Result<Stratad> {
+    let daemon = Stratad::start_in(stratad, base);
+    let import = |label: &str| {
+        timed(label, || {
+            let out = daemon.strata(
+                strata,
+                &[
+                    std::ffi::OsStr::new("image"),
+                    "import".as_ref(),
+                    "--quiet".as_ref(),
+                    archive.as_os_str(),
+                ],
+            );
+            if !out.status.success() {
+                bail!(
+                    "strata image import failed: {}\n--- stratad log ---\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    daemon.log_tail()
+                );
+            }
+            sync();
+            Ok(())
+        })
+    };
+    samples
+        .strata
+        .push(import("strata image import (fresh store)")?);
+    samples
+        .strata_again
+        .push(import("strata image import (again, same store)")?);
+    Ok(daemon)
 }
 
 /// Issue 7's import targets: at least 0.8x `tar -x`, and faster than `docker load`.

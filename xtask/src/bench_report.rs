@@ -90,9 +90,10 @@ const VALUE_FLAGS: [(&str, &[&str]); 15] = [
     ("--timeout", &["probe"]),
     ("--binary", &["probe"]),
 ];
-const SWITCHES: [(&str, &[&str]); 2] = [
+const SWITCHES: [(&str, &[&str]); 3] = [
     ("--skip-docker", &["import", "containers", "df"]),
     ("--skip-strata", &["import"]),
+    ("--fresh-fs", &["import"]),
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
