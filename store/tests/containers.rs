@@ -550,17 +550,22 @@ fn creates_take_ready_made_directories_which_a_reopen_clears() {
         "spares made before any create"
     );
     create(&t, "first", &[], &[]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Wait until the filler is done (the listing stops changing): a create takes the newest
+    // spare, which must be in the listing the check compares with.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = Vec::new();
     let ready = loop {
-        let ready = dir_inodes(&spare_dir);
-        if ready.len() >= 2 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut ready = dir_inodes(&spare_dir);
+        ready.sort_unstable();
+        if ready.len() >= 2 && ready == last {
             break ready;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no spares after 10 s: {ready:?}"
+            "the spares did not settle in 20 s: {ready:?}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        last = ready;
     };
     let c = create(&t, "second", &[], &[]);
     let dir = t.root().join("overlay2").join(c.id.to_string());
