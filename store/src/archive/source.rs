@@ -410,10 +410,10 @@ fn read_entries(
                         e
                     }
                 })?;
-            if let Blob::Layer(LayerBlob { dir: Some(_), .. }) = &blob {
-                early_sync.kick(staging);
-            }
-            if matches!(blob, Blob::Layer(_)) {
+            if let Blob::Layer(layer) = &blob {
+                if layer.dir.is_some() {
+                    early_sync.kick(staging);
+                }
                 layers_done += 1;
                 progress(&ImportProgress {
                     archive_bytes: state.consumed.get(),
