@@ -132,25 +132,32 @@ pub const MAX_SPARSE_HOLES: u64 = 16 << 30;
 /// Applies the uncompressed layer tar read from `reader` to the empty directory `dest`, and
 /// returns its `DiffID` (hashed in the same pass, the stream drained to EOF) with sizes.
 pub fn extract_layer(reader: impl Read, dest: &Path) -> Result<LayerStats, ExtractError> {
-    extract(HashingReader::new(reader), dest, None)
+    extract(HashingReader::new(reader), dest, None, None)
 }
 
-/// [`extract_layer`] for a stream whose `DiffID` the caller gets another way: an uncompressed
-/// `blobs/sha256/<hex>` layer is its own `DiffID`, and the caller hashes the blob anyway to check
-/// it against its name. The stream is not hashed again; the stats carry `diff_id`, which is only
-/// right once the caller has checked the blob's digest (and must discard the layer otherwise).
-pub(crate) fn extract_layer_unhashed(
+/// [`extract_layer`] for an import, which flushes what it stages in the background. When
+/// `diff_id` is given the stream is not hashed: an uncompressed `blobs/sha256/<hex>` layer is its
+/// own `DiffID`, and the caller hashes the blob anyway to check it against its name. The stats
+/// then carry `diff_id`, which is only right once the caller has checked the blob's digest (and
+/// must discard the layer otherwise).
+pub(crate) fn extract_staged(
     reader: impl Read,
     dest: &Path,
-    diff_id: DiffId,
+    diff_id: Option<DiffId>,
+    flusher: &mut Flusher,
 ) -> Result<LayerStats, ExtractError> {
-    extract(HashingReader::counting(reader), dest, Some(diff_id))
+    let hashing = match diff_id {
+        Some(_) => HashingReader::counting(reader),
+        None => HashingReader::new(reader),
+    };
+    extract(hashing, dest, diff_id, Some(flusher))
 }
 
 fn extract<R: Read>(
     hashing: HashingReader<R>,
     dest: &Path,
     diff_id: Option<DiffId>,
+    flusher: Option<&mut Flusher>,
 ) -> Result<LayerStats, ExtractError> {
     let root = fs::open_dir(dest).map_err(|source| ExtractError::Dest {
         path: dest.to_owned(),
@@ -166,7 +173,7 @@ fn extract<R: Read>(
         tape: tape.as_ref(),
     };
     let mut archive = tar::Archive::new(tracked);
-    let mut applier = Applier::new(&root, tape.as_ref());
+    let mut applier = Applier::new(&root, tape.as_ref(), flusher);
     {
         let entries = archive.entries().map_err(ExtractError::Read)?;
         for entry in entries {
@@ -434,6 +441,8 @@ impl<R: Read> Read for HashingReader<R> {
 struct Applier<'r> {
     root: BorrowedFd<'r>,
     tape: Option<&'r RefCell<TapeRecorder>>,
+    /// An import's background flush, told about the small files written.
+    flusher: Option<&'r mut Flusher>,
     /// The last parent directory opened (relative path, `O_PATH` fd or `None` for the root),
     /// reused while consecutive entries live in the same directory.
     cached_parent: Option<(Vec<u8>, Option<OwnedFd>)>,
@@ -476,10 +485,87 @@ impl Writeback {
         }
     }
 
-    fn finish(&mut self, fd: BorrowedFd<'_>) {
-        if self.written >= Self::MIN && self.written > self.started {
+    /// Starts writeback of the rest of a large file. Returns the bytes left to the
+    /// [`Flusher`]: all of a small file, none of a large one.
+    fn finish(&mut self, fd: BorrowedFd<'_>) -> u64 {
+        if self.written < Self::MIN {
+            return self.written;
+        }
+        if self.written > self.started {
             let _ = fs::start_writeback(fd, self.started, 0);
         }
+        0
+    }
+}
+
+/// Flushes an import's staged layers in the background while later entries are extracted, so
+/// that the `syncfs` before the import commits (which makes them durable, and reports errors)
+/// finds little left to write. Large files start their own writeback ([`Writeback`]); this
+/// covers small files and metadata: a flush after each layer, and one whenever
+/// [`Self::BATCH`] bytes of small files were written since the last. At most one flush runs at a
+/// time; a batch that comes due while one runs starts as soon as it has finished.
+///
+/// A flush is a `syncfs` of the staging file system. Its outcome does not matter: the commit's
+/// `syncfs` writes and reports whatever it did not.
+pub(crate) struct Flusher {
+    staging: PathBuf,
+    running: Option<std::thread::JoinHandle<()>>,
+    /// Bytes left to flushes since the last one started: small files' data, and one block per
+    /// file for its inode and directory entry.
+    pending: u64,
+}
+
+impl Flusher {
+    const BATCH: u64 = 32 << 20;
+    const FILE_MIN: u64 = 4 << 10;
+
+    pub(crate) fn new(staging: &Path) -> Self {
+        Self {
+            staging: staging.to_owned(),
+            running: None,
+            pending: 0,
+        }
+    }
+
+    /// Counts a file written; `left` is the data it left to flushes (none for a large file).
+    fn wrote_file(&mut self, left: u64) {
+        self.pending += left.max(Self::FILE_MIN);
+        if self.pending >= Self::BATCH {
+            self.kick();
+        }
+    }
+
+    /// Starts a flush, unless one is running.
+    pub(crate) fn kick(&mut self) {
+        if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        self.join();
+        self.pending = 0;
+        let dir = self.staging.clone();
+        let started = std::thread::Builder::new()
+            .name("strata-flush".to_owned())
+            .spawn(move || {
+                if let Err(e) = crate::sys::mount::syncfs(&dir) {
+                    tracing::debug!(path = %dir.display(), error = %e, "early flush of staged layers failed; the commit's sync reports it");
+                }
+            });
+        match started {
+            Ok(thread) => self.running = Some(thread),
+            Err(e) => tracing::debug!(error = %e, "no early flush: cannot start a thread"),
+        }
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.running.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.join();
     }
 }
 
@@ -492,10 +578,15 @@ struct Meta {
 }
 
 impl<'r> Applier<'r> {
-    fn new(root: &'r OwnedFd, tape: Option<&'r RefCell<TapeRecorder>>) -> Self {
+    fn new(
+        root: &'r OwnedFd,
+        tape: Option<&'r RefCell<TapeRecorder>>,
+        flusher: Option<&'r mut Flusher>,
+    ) -> Self {
         Self {
             root: root.as_fd(),
             tape,
+            flusher,
             cached_parent: None,
             dir_times: Vec::new(),
             xattrs: Vec::new(),
@@ -892,7 +983,10 @@ impl<'r> Applier<'r> {
                 .map_err(self.io("writing file"))?;
         }
         let fd = file.as_fd();
-        writeback.finish(fd);
+        let left = writeback.finish(fd);
+        if let Some(flusher) = self.flusher.as_deref_mut() {
+            flusher.wrote_file(left);
+        }
         fs::fchown(fd, meta.uid, meta.gid).map_err(self.io("chown"))?;
         fs::fchmod(fd, meta.mode).map_err(self.io("chmod"))?;
         for i in 0..self.xattrs.len() {

@@ -20,9 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::extract::{
-    HashingReader, StreamState, Tracked, extract_layer, extract_layer_unhashed, normalise,
-};
+use super::extract::{Flusher, HashingReader, StreamState, Tracked, extract_staged, normalise};
 use super::{ExtractError, LayerStats};
 use crate::ids::{DiffId, Digest, IdError, ImageId, ImageRef};
 
@@ -219,7 +217,10 @@ pub fn read_image_archive(
     known: &dyn Fn(&BlobKey) -> Option<DiffId>,
     progress: &mut dyn FnMut(&ImportProgress),
 ) -> Result<ImportedArchive, ArchiveError> {
-    let mut guard = StagingGuard { dirs: Vec::new() };
+    let mut guard = StagingGuard {
+        dirs: Vec::new(),
+        flusher: Flusher::new(staging),
+    };
     let blobs = read_entries(reader, staging, known, progress, &mut guard)?;
     let imported = assemble(&blobs)?;
     // Staged layers no image uses are not handed out: remove them now.
@@ -236,9 +237,11 @@ pub fn read_image_archive(
     Ok(imported)
 }
 
-/// Removes every staged directory unless the read succeeded and cleared the list.
+/// Removes every staged directory unless the read succeeded and cleared the list. It owns the
+/// background flush of what is staged, which a failed import waits for before it returns.
 struct StagingGuard {
     dirs: Vec<PathBuf>,
+    flusher: Flusher,
 }
 
 impl Drop for StagingGuard {
@@ -360,7 +363,6 @@ fn read_entries(
     let mut seen = 0usize;
     let mut layers_done = 0usize;
     let mut head = Vec::with_capacity(512);
-    let mut early_sync = EarlySync::default();
     let stream_error = |e: io::Error, last: &str, seen: usize| {
         if state.failed.get() {
             ArchiveError::Read(e)
@@ -412,7 +414,7 @@ fn read_entries(
                 })?;
             if let Blob::Layer(layer) = &blob {
                 if layer.dir.is_some() {
-                    early_sync.kick(staging);
+                    guard.flusher.kick();
                 }
                 layers_done += 1;
                 progress(&ImportProgress {
@@ -447,48 +449,6 @@ fn read_entries(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(ArchiveError::Read)?;
     Ok(blobs)
-}
-
-/// Flushes staged layers in the background while later ones are extracted, so that the
-/// `syncfs` before the import commits (which makes them durable, and reports errors) finds
-/// little left to write. At most one flush runs at a time; a kick while one runs is dropped,
-/// as that next commit-time `syncfs` covers whatever it would have written.
-#[derive(Default)]
-struct EarlySync(Option<std::thread::JoinHandle<()>>);
-
-impl EarlySync {
-    fn kick(&mut self, staging: &Path) {
-        if self.0.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        self.join();
-        let dir = staging.to_owned();
-        let started = std::thread::Builder::new()
-            .name("strata-flush".to_owned())
-            .spawn(move || {
-                if let Err(e) = crate::sys::mount::syncfs(&dir) {
-                    tracing::debug!(path = %dir.display(), error = %e, "early flush of staged layers failed; the commit's sync reports it");
-                }
-            });
-        match started {
-            Ok(thread) => self.0 = Some(thread),
-            Err(e) => tracing::debug!(error = %e, "no early flush: cannot start a thread"),
-        }
-    }
-
-    /// Waits for the flush in flight. Its outcome does not matter: the commit's `syncfs`
-    /// writes and reports whatever it did not.
-    fn join(&mut self) {
-        if let Some(thread) = self.0.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for EarlySync {
-    fn drop(&mut self) {
-        self.join();
-    }
 }
 
 /// The archive path a symlink (relative to its directory) or hardlink (relative to the archive
@@ -663,11 +623,11 @@ fn read_layer(
     guard.dirs.push(dir.clone());
     // An uncompressed blob is its own DiffID: `read_blob` hashes it to check its name, and
     // discards this directory if the check fails.
-    let extracted = match (kind, blob_digest) {
-        (Sniffed::Tar, Some(digest)) => extract_layer_unhashed(decompressed, &dir, DiffId(digest)),
-        _ => extract_layer(decompressed, &dir),
+    let given = match (kind, blob_digest) {
+        (Sniffed::Tar, Some(digest)) => Some(DiffId(digest)),
+        _ => None,
     };
-    match extracted {
+    match extract_staged(decompressed, &dir, given, &mut guard.flusher) {
         Ok(stats) => Ok(LayerBlob {
             diff_id: stats.diff_id,
             dir: Some(dir),
