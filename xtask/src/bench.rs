@@ -7,7 +7,9 @@
 //!
 //! Two `tar -x` rows: plain (the bytes may still be only in the page cache when it exits) and
 //! `tar -x && sync`, the durable limit to compare with, since strata syncs the layer files
-//! before it commits their records. The strata and docker rows end with a `sync` too.
+//! before it commits their records. The strata and docker rows end with a `sync` too. A
+//! `dd oflag=direct conv=fsync` of as many bytes shows the disk's own floor for a durable
+//! import: no import can be faster than writing its bytes once.
 //!
 //! `--fresh-fs` runs every tar and strata step on an ext4 made for it ([`FreshFs`]): on a
 //! filesystem that has just had mass deletions (an earlier bench's), every tool runs several
@@ -316,6 +318,18 @@ fn untar_layers(layers: &[PathBuf], dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `mib` MiB (rounded up to 4 MiB) of zeros to `file` with `O_DIRECT`, then `fsync`s it.
+fn direct_write(file: &Path, mib: f64) -> Result<()> {
+    let blocks = (mib / 4.0).ceil();
+    run_checked(
+        Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", file.display()))
+            .args(["bs=4M", "oflag=direct", "conv=fsync", "status=none"])
+            .arg(format!("count={blocks:.0}")),
+    )
+}
+
 fn timed(what: &str, f: impl FnOnce() -> Result<()>) -> Result<Duration> {
     sync();
     let start = Instant::now();
@@ -331,6 +345,9 @@ struct Samples {
     tar: Vec<Duration>,
     /// `tar -x && sync`: the durable practical limit, as strata syncs before it commits.
     tar_sync: Vec<Duration>,
+    /// `dd oflag=direct conv=fsync` of as many bytes as the layers: the disk's write floor for
+    /// a durable import, whatever the CPU does.
+    disk: Vec<Duration>,
     strata: Vec<Duration>,
     strata_again: Vec<Duration>,
     docker: Vec<Duration>,
@@ -411,6 +428,14 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
                 untar_layers(&layer_paths, &dest)?;
                 sync();
                 Ok(())
+            })?);
+        drop(fs);
+        let (fs, base) = place(&format!("disk-{run}"))?;
+        let file = base.join(format!("direct-{run}"));
+        samples
+            .disk
+            .push(timed("direct write of as many bytes", || {
+                direct_write(&file, mib)
             })?);
         drop(fs);
 
@@ -510,6 +535,14 @@ fn figures(samples: &Samples, mib: f64) -> Vec<Figure> {
                 )
                 .target(">= 0.8x tar -x", tar / s >= 0.8),
         );
+        if let Some(disk) = secs(&samples.disk) {
+            out.push(
+                Figure::new("import", what.clone(), format!("{s:.2} s")).peer(
+                    format!("direct write of as many bytes {disk:.2} s"),
+                    format!("{:.2}x the disk's write floor", disk / s),
+                ),
+            );
+        }
         if let Some(d) = secs(&samples.docker) {
             out.push(
                 Figure::new("import", what, format!("{s:.2} s"))
@@ -561,6 +594,12 @@ fn print_table(samples: &Samples, mib: f64) {
     };
     row("tar -x (per layer, fresh dirs)", tar);
     row("tar -x && sync (durable)", tar_sync);
+    if !samples.disk.is_empty() {
+        row(
+            "direct write, as many bytes (disk floor)",
+            quantile(&samples.disk, 50).as_secs_f64(),
+        );
+    }
     if let Some(s) = strata {
         row("strata image import (fresh store)", s);
     }
