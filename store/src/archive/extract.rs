@@ -462,8 +462,9 @@ struct Applier<'r> {
 
 /// Writeback of a large file starts while it is being written, every [`Self::CHUNK`] bytes,
 /// so that the device works during the extraction instead of all at the import's `syncfs`
-/// (measured on a 1 GiB import: 12-20% faster). Files under [`Self::MIN`] are left to that
-/// `syncfs`, which writes them in one sweep: a call per small file did not pay.
+/// (measured on a 1 GiB import: 12-20% faster). Files under [`Self::MIN`] are left to an
+/// import's [`Flusher`] (a `syncfs` writes many in one sweep: a call per small file did not
+/// pay) or, outside an import, to that `syncfs`.
 ///
 /// Failures are not reported here: this only starts writes early, and the `syncfs` that makes
 /// the layer durable reports any error writing it.
