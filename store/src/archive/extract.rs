@@ -278,8 +278,12 @@ impl<R: Read> Read for Tracked<'_, R> {
 /// Bytes read from below at a time by a [`HashingReader`], and so the size of the chunks its
 /// hashing thread works on.
 const HASH_CHUNK: usize = 1 << 20;
-/// Chunks queued for the hashing thread before the reader waits for it.
-const HASH_QUEUE: usize = 4;
+/// Chunks queued for the hashing thread before the reader waits for it. The hashing thread is
+/// an import's slowest, and it shares 2 cores with the extraction and the kernel's writeback: a
+/// 16 MiB queue lets each run on while the other is off its core (in ten interleaved pairs of
+/// 1 GiB imports, the median went from 1.73 s with 4 chunks to 1.61 s, faster in nine), at up
+/// to 18 MiB of chunks per hashing reader while it runs.
+const HASH_QUEUE: usize = 16;
 
 /// Hashes (sha256) and counts every byte read through it, buffering like a `BufReader`.
 ///
