@@ -238,7 +238,8 @@ pub fn read_image_archive(
 }
 
 /// Removes every staged directory unless the read succeeded and cleared the list. It owns the
-/// background flush of what is staged, which a failed import waits for before it returns.
+/// background flush of what is staged: dropping it waits for a flush in flight, whether the
+/// read failed or not.
 struct StagingGuard {
     dirs: Vec<PathBuf>,
     flusher: Flusher,
