@@ -489,22 +489,7 @@ fn time_strata(
     let daemon = Stratad::start_in(stratad, base);
     let import = |label: &str| {
         timed(label, || {
-            let out = daemon.strata(
-                strata,
-                &[
-                    std::ffi::OsStr::new("image"),
-                    "import".as_ref(),
-                    "--quiet".as_ref(),
-                    archive.as_os_str(),
-                ],
-            );
-            if !out.status.success() {
-                bail!(
-                    "strata image import failed: {}\n--- stratad log ---\n{}",
-                    String::from_utf8_lossy(&out.stderr),
-                    daemon.log_tail()
-                );
-            }
+            strata_import(&daemon, strata, archive);
             sync();
             Ok(())
         })
