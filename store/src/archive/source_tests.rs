@@ -468,3 +468,34 @@ fn known_layers_are_verified_not_extracted() {
     .expect("re-import");
     assert_eq!(got.layers[0].dir, None);
 }
+
+#[test]
+fn known_uncompressed_blobs_are_still_checked_against_their_names() {
+    let plain = (|d: &[u8]| d.to_vec()) as fn(&[u8]) -> Vec<u8>;
+    let (archive, l1) = oci_archive(plain, "application/vnd.oci.image.layer.v1.tar");
+    let key = BlobKey(diff(&l1).0);
+    let known = |k: &BlobKey| (*k == key).then(|| diff(&l1));
+    let staging = tempfile::tempdir().expect("staging");
+    let got = read_known(&archive, staging.path(), &known).expect("re-import");
+    assert_eq!(got.layers[0].diff_id, diff(&l1));
+    assert_eq!(got.layers[0].dir, None, "a known layer is not extracted");
+
+    // The same archive with one byte of the known layer's file changed: the blob no longer
+    // matches its name, and its DiffID is not taken on trust.
+    let at = archive
+        .windows(7)
+        .position(|w| w == b"payload")
+        .expect("layer payload");
+    let mut tampered = archive.clone();
+    tampered[at] = b'P';
+    let staging = tempfile::tempdir().expect("staging");
+    expect_err(
+        read_known(&tampered, staging.path(), &known),
+        &[&format!("blobs/sha256/{}", key.0.hex())],
+    );
+    assert_eq!(
+        std::fs::read_dir(staging.path()).expect("dir").count(),
+        0,
+        "nothing staged"
+    );
+}
