@@ -713,6 +713,98 @@ fn extract_throughput() {
     );
 }
 
+/// A reader that returns odd-sized pieces, so chunks end at arbitrary offsets.
+struct Ragged<'a>(&'a [u8], usize);
+
+impl std::io::Read for Ragged<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.1 = (self.1 * 7 + 13) % 300_000 + 1;
+        let n = self.1.min(buf.len()).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+/// Files of every size against the hashing reader's 1 MiB chunks and the 512-byte blocks, fed
+/// in ragged pieces, land whole; the entries after them still parse; the `DiffID` and the tape
+/// cover every byte; a pax `size` record, which overrides the header's, is obeyed; and a
+/// stream cut inside a file's contents is reported as truncated there.
+#[test]
+fn file_contents_across_chunk_and_block_boundaries_land_whole() {
+    let sizes = [
+        0,
+        1,
+        511,
+        512,
+        513,
+        (1 << 20) - 1,
+        1 << 20,
+        (1 << 20) + 1,
+        2_500_001,
+        3,
+    ];
+    let content = |i: usize, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|j| u8::try_from((j * 131 + i * 17) % 251).expect("a byte"))
+            .collect()
+    };
+    let mut t = LayerTar::new();
+    t.dir("d/");
+    for (i, &len) in sizes.iter().enumerate() {
+        t.file(&format!("d/f{i}"), &content(i, len));
+    }
+    // The header says 0 bytes, the pax record 3000: 3000 it is.
+    t.builder
+        .append_pax_extensions([("size", b"3000".as_slice())])
+        .expect("pax");
+    t.raw(EntryType::Regular, "d/pax", "", &content(99, 3000), 0o644);
+    let mut tar = t.finish();
+    let at = tar.len() - 1024 - 3072;
+    tar[at - 512 + 124..at - 512 + 136].copy_from_slice(b"00000000000\0");
+    let mut header = Header::new_old();
+    header.as_mut_bytes().copy_from_slice(&tar[at - 512..at]);
+    header.set_cksum();
+    tar[at - 512..at].copy_from_slice(header.as_bytes());
+    t.file("after", b"still parsed");
+    let tail = t.finish();
+    tar.truncate(tar.len() - 1024);
+    tar.extend_from_slice(&tail);
+
+    let host = Host::new();
+    let stats = extract_layer(Ragged(&tar, 0), &host.dest()).expect("extract");
+    let d = host.dest();
+    for (i, &len) in sizes.iter().enumerate() {
+        let got = fs::read(d.join(format!("d/f{i}"))).expect("file");
+        assert!(
+            got == content(i, len),
+            "d/f{i}: {} bytes of {len}",
+            got.len()
+        );
+    }
+    assert!(fs::read(d.join("d/pax")).expect("pax file") == content(99, 3000));
+    assert_eq!(fs::read(d.join("after")).expect("after"), b"still parsed");
+    assert_eq!(stats.tar_bytes, tar.len() as u64);
+    assert_eq!(
+        stats.diff_id.0.as_bytes(),
+        &<[u8; 32]>::from(Sha256::digest(&tar))
+    );
+    let mut played = Vec::new();
+    super::tape::play(stats.tape.expect("a tape").as_slice(), &d, &mut played).expect("play");
+    assert!(played == tar, "the tape plays back the tar");
+
+    let cut = Host::new();
+    let inside = 512
+        + tar
+            .windows(5)
+            .position(|w| w == b"d/f8\0")
+            .expect("f8's header");
+    expect_err(
+        extract_layer(Ragged(&tar[..inside + 1_000_000], 0), &cut.dest()),
+        &["truncated", "d/f8"],
+    );
+}
+
 /// The hashing thread must see every byte once and in order, however the reader is called:
 /// a chunk reused too early or skipped would give a wrong `DiffID` for large layers only.
 #[test]
@@ -722,17 +814,6 @@ fn hashing_reader_digest_matches_across_chunks_and_read_sizes() {
     use super::extract::HashingReader;
     use crate::ids::Digest;
 
-    // A reader that returns odd-sized pieces, so chunks end at arbitrary offsets.
-    struct Ragged<'a>(&'a [u8], usize);
-    impl std::io::Read for Ragged<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.1 = (self.1 * 7 + 13) % 300_000 + 1;
-            let n = self.1.min(buf.len()).min(self.0.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
-    }
     let data: Vec<u8> = (0..9_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
     for read_size in [1, 512, 4096, 1 << 20, 3 << 20] {
         let mut reader = HashingReader::new(Ragged(&data, 0));
