@@ -589,11 +589,15 @@ fn read_layer(
         })?),
         _ => Box::new(stream),
     };
+    // An uncompressed blob is its own DiffID: `read_blob` hashes it to check its name, and
+    // rejects it (discarding what was staged) if the check fails, so it is not hashed again.
+    let given = match (kind, blob_digest) {
+        (Sniffed::Tar, Some(digest)) => Some(DiffId(digest)),
+        _ => None,
+    };
     let known_diff = BlobKey::from_archive_path(name).and_then(|k| known(&k));
     if let Some(expected) = known_diff {
-        // An uncompressed blob named by the DiffID it should have is hashed once, by
-        // `read_blob`, which rejects it after this if its bytes do not match its name.
-        let mut hashing = if kind == Sniffed::Tar && blob_digest == Some(expected.0) {
+        let mut hashing = if given == Some(expected) {
             HashingReader::counting(&mut decompressed)
         } else {
             HashingReader::new(&mut decompressed)
@@ -624,12 +628,6 @@ fn read_layer(
     }
     let dir = new_staging_dir(staging)?;
     guard.dirs.push(dir.clone());
-    // An uncompressed blob is its own DiffID: `read_blob` hashes it to check its name, and
-    // discards this directory if the check fails.
-    let given = match (kind, blob_digest) {
-        (Sniffed::Tar, Some(digest)) => Some(DiffId(digest)),
-        _ => None,
-    };
     match extract_staged(decompressed, &dir, given, &mut guard.flusher) {
         Ok(stats) => Ok(LayerBlob {
             diff_id: stats.diff_id,
