@@ -243,3 +243,41 @@ fn bad_config_files_are_reported_by_name() {
         "{err}"
     );
 }
+
+/// `strata container ls | head -1` closes the pipe while strata still writes: that must end
+/// quietly with the status a shell gives a process SIGPIPE ended (as docker does), not with a
+/// panic's backtrace or an error line. Any other failed write of standard output is an error.
+#[test]
+fn a_closed_stdout_ends_quietly_and_a_full_one_is_an_error() {
+    let d = start();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = d
+        .command(STRATA)
+        .args(["system", "info"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = d
+        .command(STRATA)
+        .args(["system", "info"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "strata: error: writing to standard output: No space left on device (os error 28)"
+    );
+}

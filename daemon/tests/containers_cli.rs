@@ -226,3 +226,53 @@ fn stats_shows_a_row_per_container_with_the_scanners_figures() {
     }
     assert!(table.contains("probe off"), "{table}");
 }
+
+/// The human tables are read from typed answers now, not looked up field by field in JSON
+/// (where a renamed field printed an empty cell): each column must show its container's value.
+#[test]
+fn container_ls_and_df_tables_show_each_containers_values() {
+    let d = daemon_with_image();
+    let id = d.strata_ok(STRATA, &["container", "create", "--name", "web", IMAGE]);
+    let short = &id.trim()[..12];
+    d.strata_ok(STRATA, &["container", "create", "--name", "idle", IMAGE]);
+    d.strata_ok(STRATA, &["container", "mount", "web"]);
+
+    // A table's cells are separated by at least three spaces; a row is found by any cell.
+    let row = |table: &str, cell: &str| -> Vec<String> {
+        table
+            .lines()
+            .map(|line| {
+                line.split("   ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .find(|cells| cells.iter().any(|c| c == cell))
+            .unwrap_or_else(|| panic!("no row with {cell} in:\n{table}"))
+    };
+    let ls = d.strata_ok(STRATA, &["container", "ls", "-a", "--size"]);
+    let web = row(&ls, "web");
+    assert_eq!(web[0], short, "{ls}");
+    assert_eq!(web[1], IMAGE, "{ls}");
+    assert!(web[2].ends_with(" ago"), "{ls}");
+    assert_eq!(web[3], "yes", "{ls}");
+    assert_eq!(web[4], "web", "{ls}");
+    assert!(web[5].contains("(virtual "), "{ls}");
+    assert_eq!(row(&ls, "idle")[3], "no", "{ls}");
+    let quiet = d.strata_ok(STRATA, &["container", "ls", "-q"]);
+    assert!(quiet.lines().any(|l| l == short), "{quiet}");
+    assert_eq!(quiet.lines().count(), 2, "{quiet}");
+
+    let df = d.strata_ok(STRATA, &["system", "df", "-v"]);
+    let totals = row(&df, "Containers");
+    assert_eq!(totals[..3], ["Containers", "2", "1"], "{df}");
+    let (repository, tag) = IMAGE.rsplit_once(':').unwrap();
+    let image = row(&df, repository);
+    assert_eq!(image[..2], [repository, tag], "{df}");
+    assert_eq!(image.last().map(String::as_str), Some("2"), "{df}");
+    let web = row(&df, "web");
+    assert_eq!(web[0], short, "{df}");
+    assert_eq!(web[1], IMAGE, "{df}");
+    assert!(web[4].ends_with(" ago"), "{df}");
+}

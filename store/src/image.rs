@@ -25,7 +25,7 @@ pub struct ImportedImage {
 }
 
 /// A row of `image ls`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageSummary {
     pub id: ImageId,
     pub tags: Vec<ImageRef>,

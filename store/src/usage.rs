@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::container::ContainerSummary;
 use crate::error::Error;
@@ -13,7 +13,7 @@ use crate::store::Store;
 use crate::volume::VolumeSummary;
 
 /// Totals per kind, like `docker system df`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiskUsage {
     pub images: usize,
     pub images_active: usize,

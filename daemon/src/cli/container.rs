@@ -5,8 +5,10 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::format::{ago, human_size, table};
-use super::{n, print_json, s};
+use strata_store::ContainerSummary;
+
+use super::format::{ago, human_size, short_id, table};
+use super::{n, print_body, print_json, s};
 use crate::api::containers::CreateBody;
 use crate::client::{Client, encode_query};
 
@@ -164,7 +166,7 @@ pub(super) async fn container(
             if json {
                 return print_json(&v);
             }
-            println!("{}", s(&v, "id"));
+            outln!("{}", s(&v, "id"));
             Ok(())
         }
         ContainerCmd::Ls {
@@ -173,18 +175,14 @@ pub(super) async fn container(
             quiet,
         } => {
             if json {
-                // Thousands of containers: pass the daemon's JSON through unparsed.
-                let body = client.bytes(Method::GET, "/v1/containers").await?;
-                let mut out = std::io::stdout().lock();
-                std::io::Write::write_all(&mut out, &body)?;
-                std::io::Write::write_all(&mut out, b"\n")?;
-                return Ok(());
+                return print_body(&client.bytes(Method::GET, "/v1/containers").await?);
             }
-            let v = client.value(Method::GET, "/v1/containers").await?;
-            let list = v.as_array().cloned().unwrap_or_default();
+            // Typed, not a `serde_json::Value`: with thousands of containers, building and
+            // dropping a map per row was most of the command's time.
+            let list: Vec<ContainerSummary> = client.json(Method::GET, "/v1/containers").await?;
             if quiet {
                 for c in &list {
-                    println!("{}", &s(c, "id")[..12.min(s(c, "id").len())]);
+                    outln!("{}", &c.id.hex()[..12]);
                 }
                 return Ok(());
             }
@@ -195,34 +193,26 @@ pub(super) async fn container(
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|c| {
-                    let id = s(c, "id");
-                    let image = c.get("image_name").and_then(Value::as_str).map_or_else(
-                        || s(c, "image").chars().skip(7).take(12).collect(),
-                        str::to_owned,
-                    );
-                    let created = i64::try_from(n(c, "created")).unwrap_or(0);
                     let mut row = vec![
-                        id.chars().take(12).collect(),
-                        image,
-                        ago(created),
-                        if c["mounted"].as_bool().unwrap_or(false) {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                        s(c, "name").to_owned(),
+                        c.id.hex()[..12].to_owned(),
+                        c.image_name
+                            .clone()
+                            .unwrap_or_else(|| short_id(&c.image.to_string())),
+                        ago(i64::try_from(c.created).unwrap_or(0)),
+                        if c.mounted { "yes" } else { "no" }.to_owned(),
+                        c.name.clone(),
                     ];
                     if size {
                         row.push(format!(
                             "{} (virtual {})",
-                            human_size(n(c, "rw_size")),
-                            human_size(n(c, "virtual_size"))
+                            human_size(c.rw_size.unwrap_or(0)),
+                            human_size(c.virtual_size)
                         ));
                     }
                     row
                 })
                 .collect();
-            print!("{}", table(&header, &rows));
+            out!("{}", table(&header, &rows));
             Ok(())
         }
         ContainerCmd::Inspect { container } => {
@@ -238,7 +228,7 @@ pub(super) async fn container(
             if json {
                 return print_json(&v);
             }
-            println!("{}", s(&v, "path"));
+            outln!("{}", s(&v, "path"));
             Ok(())
         }
         ContainerCmd::Unmount { container, all } => {
@@ -279,7 +269,7 @@ pub(super) async fn container(
                 return print_json(&v);
             }
             for change in v.as_array().into_iter().flatten() {
-                println!("{} {}", s(change, "kind"), s(change, "path"));
+                outln!("{} {}", s(change, "kind"), s(change, "path"));
             }
             Ok(())
         }
@@ -292,7 +282,7 @@ pub(super) async fn container(
             if json {
                 return print_json(&v);
             }
-            println!("{}", s(&v, "id"));
+            outln!("{}", s(&v, "id"));
             Ok(())
         }
         ContainerCmd::Rm { containers, force } => {
@@ -308,7 +298,7 @@ pub(super) async fn container(
                     )
                     .await
                 {
-                    Ok(v) => println!("{}", s(&v, "name")),
+                    Ok(v) => outln!("{}", s(&v, "name")),
                     Err(e) if single => return Err(e.into()),
                     Err(e) => {
                         failed += 1;
@@ -338,7 +328,7 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
             if json {
                 return print_json(&v);
             }
-            println!("{}", s(&v, "name"));
+            outln!("{}", s(&v, "name"));
             Ok(())
         }
         VolumeCmd::Ls { filter, quiet } => {
@@ -358,7 +348,7 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
             let list = v.as_array().cloned().unwrap_or_default();
             if quiet {
                 for vol in &list {
-                    println!("{}", s(vol, "name"));
+                    outln!("{}", s(vol, "name"));
                 }
                 return Ok(());
             }
@@ -366,7 +356,7 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
                 .iter()
                 .map(|vol| vec![s(vol, "driver").to_owned(), s(vol, "name").to_owned()])
                 .collect();
-            print!("{}", table(&["DRIVER", "VOLUME NAME"], &rows));
+            out!("{}", table(&["DRIVER", "VOLUME NAME"], &rows));
             Ok(())
         }
         VolumeCmd::Inspect { name } => {
@@ -386,7 +376,7 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
                     .value(Method::DELETE, &format!("/v1/volumes?name={}", q(name)))
                     .await
                 {
-                    Ok(_) => println!("{name}"),
+                    Ok(_) => outln!("{name}"),
                     Err(e) if single => return Err(e.into()),
                     Err(e) => {
                         failed += 1;
@@ -406,11 +396,11 @@ pub(super) async fn volume(client: &Client, cmd: VolumeCmd, json: bool) -> anyho
             if json {
                 return print_json(&v);
             }
-            println!("Deleted Volumes:");
+            outln!("Deleted Volumes:");
             for name in v["removed"].as_array().into_iter().flatten() {
-                println!("{}", name.as_str().unwrap_or_default());
+                outln!("{}", name.as_str().unwrap_or_default());
             }
-            println!(
+            outln!(
                 "\nTotal reclaimed space: {}",
                 human_size(n(&v, "reclaimed_bytes"))
             );

@@ -1,5 +1,26 @@
 //! `strata`: docker-like verbs, human tables, `--json` for scripts, one-line errors.
 
+/// `println!` that hands a failed write back as a [`StdoutError`] instead of panicking:
+/// `strata ... | head` closes the pipe early, and [`main`] then ends quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        {
+            use ::std::io::Write as _;
+            ::std::writeln!(::std::io::stdout().lock(), $($arg)*).map_err($crate::cli::StdoutError)?
+        }
+    };
+}
+
+/// `print!` as [`outln!`] is `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        {
+            use ::std::io::Write as _;
+            ::std::write!(::std::io::stdout().lock(), $($arg)*).map_err($crate::cli::StdoutError)?
+        }
+    };
+}
+
 mod container;
 mod format;
 mod stats;
@@ -14,6 +35,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::Value;
+use strata_store::DiskUsage;
 
 use crate::api::images::ImportEvent;
 use crate::client::{Client, ClientError, empty, encode_query};
@@ -151,6 +173,12 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.downcast_ref::<StdoutError>()
+                .is_some_and(|StdoutError(io)| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::from(128 + 13)
+        }
         Err(e) => {
             eprintln!("strata: error: {e:#}");
             ExitCode::FAILURE
@@ -158,10 +186,28 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A write to standard output failed. [`main`] ends quietly when the reader went away
+/// (`strata container ls | head`), with the status a shell gives a process SIGPIPE ended, as
+/// docker and C tools exit there.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to standard output")]
+struct StdoutError(#[source] std::io::Error);
+
+/// The daemon's JSON as it came, unparsed: listings of thousands of rows.
+fn print_body(body: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(body)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(StdoutError)?;
+    Ok(())
+}
+
 fn print_json(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
+    serde_json::to_writer_pretty(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .map_err(StdoutError)?;
     Ok(())
 }
 
@@ -207,7 +253,7 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
             if json {
                 return print_json(&v);
             }
-            print_image_details(&v);
+            print_image_details(&v)?;
             Ok(())
         }
         ImageCmd::Mount { reference } => {
@@ -217,7 +263,7 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
             if json {
                 return print_json(&v);
             }
-            println!("{}", s(&v, "path"));
+            outln!("{}", s(&v, "path"));
             Ok(())
         }
         ImageCmd::Unmount { reference, all } => {
@@ -231,7 +277,7 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
             }
             let left = n(&v, "remaining");
             if left > 0 {
-                println!("{reference}: still mounted ({left} reference(s) left)");
+                outln!("{reference}: still mounted ({left} reference(s) left)");
             }
             Ok(())
         }
@@ -262,10 +308,10 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
                                 .into_iter()
                                 .flatten()
                             {
-                                println!("Untagged: {}", t.as_str().unwrap_or_default());
+                                outln!("Untagged: {}", t.as_str().unwrap_or_default());
                             }
                             if let Some(id) = v.get("deleted").and_then(Value::as_str) {
-                                println!("Deleted: {id}");
+                                outln!("Deleted: {id}");
                             }
                             for l in v
                                 .get("deleted_layers")
@@ -273,7 +319,7 @@ async fn image(client: &Client, cmd: ImageCmd, json: bool) -> anyhow::Result<()>
                                 .into_iter()
                                 .flatten()
                             {
-                                println!("Deleted layer: {}", l.as_str().unwrap_or_default());
+                                outln!("Deleted layer: {}", l.as_str().unwrap_or_default());
                             }
                         }
                         results.push(v);
@@ -304,7 +350,7 @@ async fn image_ls(client: &Client, quiet: bool, json: bool) -> anyhow::Result<()
     }
     if quiet {
         for img in &list {
-            println!("{}", short_id(s(img, "id")));
+            outln!("{}", short_id(s(img, "id")));
         }
         return Ok(());
     }
@@ -342,7 +388,7 @@ async fn image_ls(client: &Client, quiet: bool, json: bool) -> anyhow::Result<()
             ]);
         }
     }
-    print!(
+    out!(
         "{}",
         table(
             &[
@@ -360,7 +406,7 @@ async fn image_ls(client: &Client, quiet: bool, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-fn print_image_details(v: &Value) {
+fn print_image_details(v: &Value) -> anyhow::Result<()> {
     let tags: Vec<&str> = v
         .get("tags")
         .and_then(Value::as_array)
@@ -377,8 +423,8 @@ fn print_image_details(v: &Value) {
             _ => String::new(),
         }
     };
-    println!("Id:           {}", s(v, "id"));
-    println!(
+    outln!("Id:           {}", s(v, "id"));
+    outln!(
         "Tags:         {}",
         if tags.is_empty() {
             "<none>".to_owned()
@@ -386,38 +432,38 @@ fn print_image_details(v: &Value) {
             tags.join(", ")
         }
     );
-    println!("Created:      {}", s(&config, "created"));
-    println!(
+    outln!("Created:      {}", s(&config, "created"));
+    outln!(
         "Platform:     {}/{}",
         s(&config, "os"),
         s(&config, "architecture")
     );
-    println!("Size:         {}", human_size(n(v, "size")));
-    println!("Entrypoint:   {}", list("entrypoint"));
-    println!("Cmd:          {}", list("cmd"));
-    println!("WorkingDir:   {}", s(&config, "working_dir"));
-    println!("User:         {}", s(&config, "user"));
-    println!("Env:");
+    outln!("Size:         {}", human_size(n(v, "size")));
+    outln!("Entrypoint:   {}", list("entrypoint"));
+    outln!("Cmd:          {}", list("cmd"));
+    outln!("WorkingDir:   {}", s(&config, "working_dir"));
+    outln!("User:         {}", s(&config, "user"));
+    outln!("Env:");
     for e in config
         .get("env")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        println!("  {}", e.as_str().unwrap_or_default());
+        outln!("  {}", e.as_str().unwrap_or_default());
     }
     if let Some(labels) = config
         .get("labels")
         .and_then(Value::as_object)
         .filter(|l| !l.is_empty())
     {
-        println!("Labels:");
+        outln!("Labels:");
         for (k, val) in labels {
-            println!("  {k}={}", val.as_str().unwrap_or_default());
+            outln!("  {k}={}", val.as_str().unwrap_or_default());
         }
     }
     if let Some(path) = v.get("view_path").and_then(Value::as_str) {
-        println!(
+        outln!(
             "Mounted at:   {path} ({} reference(s))",
             n(v, "view_mounts")
         );
@@ -429,8 +475,9 @@ fn print_image_details(v: &Value) {
             human_size(n(l, "size")),
         ]
     });
-    println!("Layers:");
-    print!("{}", table(&["DIFF ID", "CHAIN ID", "SIZE"], &rows));
+    outln!("Layers:");
+    out!("{}", table(&["DIFF ID", "CHAIN ID", "SIZE"], &rows));
+    Ok(())
 }
 
 /// `image import FILE|-`: the daemon reads the archive itself, from a descriptor this process
@@ -493,13 +540,13 @@ async fn import(client: &Client, file: &str, quiet: bool, json: bool) -> anyhow:
     }
     for img in &images {
         if img.tags.is_empty() {
-            println!("Loaded image ID: {}", img.id);
+            outln!("Loaded image ID: {}", img.id);
         }
         for tag in &img.tags {
-            println!("Loaded image: {tag}");
+            outln!("Loaded image: {tag}");
         }
         if !quiet {
-            println!("  {} layer(s), {} new", img.layers, img.new_layers);
+            outln!("  {} layer(s), {} new", img.layers, img.new_layers);
         }
     }
     Ok(())
@@ -529,7 +576,7 @@ async fn layer(client: &Client, cmd: LayerCmd, json: bool) -> anyhow::Result<()>
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 table(
                     &["CHAIN ID", "DIFF ID", "PARENT", "SIZE", "FILES", "IMAGES"],
@@ -572,12 +619,22 @@ async fn layer(client: &Client, cmd: LayerCmd, json: bool) -> anyhow::Result<()>
             while let Some(frame) = body.frame().await {
                 let frame = frame.with_context(|| format!("export of layer {id} was cut short"))?;
                 if let Some(data) = frame.data_ref() {
-                    out.write_all(data)?;
+                    out.write_all(data)
+                        .map_err(|e| output_error(e, output.as_deref()))?;
                 }
             }
-            out.flush()?;
+            out.flush()
+                .map_err(|e| output_error(e, output.as_deref()))?;
             Ok(())
         }
+    }
+}
+
+/// A failed write of `layer export`'s tar: to `-o FILE`, or to standard output.
+fn output_error(e: std::io::Error, file: Option<&std::path::Path>) -> anyhow::Error {
+    match file {
+        Some(path) => anyhow::Error::new(e).context(format!("writing {}", path.display())),
+        None => StdoutError(e).into(),
     }
 }
 
@@ -609,12 +666,12 @@ async fn fsck(client: &Client, repair: bool, verify: bool, json: bool) -> anyhow
         print_json(&v)?;
     } else {
         if !rows.is_empty() {
-            print!(
+            out!(
                 "{}",
                 table(&["CHECK", "OBJECT", "PROBLEM", "REPAIR"], &rows)
             );
         }
-        println!(
+        outln!(
             "checked {} layers, {} images, {} containers, {} volumes: {} finding(s)",
             n(&v, "layers"),
             n(&v, "images"),
@@ -623,7 +680,7 @@ async fn fsck(client: &Client, repair: bool, verify: bool, json: bool) -> anyhow
             rows.len()
         );
         if verify {
-            println!(
+            outln!(
                 "verified the DiffID of {} layer(s)",
                 n(&v, "verified_layers")
             );
@@ -633,7 +690,7 @@ async fn fsck(client: &Client, repair: bool, verify: bool, json: bool) -> anyhow
                 .into_iter()
                 .flatten()
             {
-                println!("  not verifiable: {}", why.as_str().unwrap_or_default());
+                outln!("  not verifiable: {}", why.as_str().unwrap_or_default());
             }
         }
     }
@@ -664,15 +721,15 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
             if json {
                 return print_json(&v);
             }
-            println!("Root:            {}", s(&v, "root"));
-            println!("Storage driver:  {}", s(&v, "driver"));
-            println!("Overlay mounts:  {}", s(&v, "overlay_mount_api"));
-            println!("Schema version:  {}", n(&v, "schema_version"));
-            println!("Images:          {}", n(&v, "images"));
-            println!("Layers:          {}", n(&v, "layers"));
-            println!("Containers:      {}", n(&v, "containers"));
-            println!("Volumes:         {}", n(&v, "volumes"));
-            println!(
+            outln!("Root:            {}", s(&v, "root"));
+            outln!("Storage driver:  {}", s(&v, "driver"));
+            outln!("Overlay mounts:  {}", s(&v, "overlay_mount_api"));
+            outln!("Schema version:  {}", n(&v, "schema_version"));
+            outln!("Images:          {}", n(&v, "images"));
+            outln!("Layers:          {}", n(&v, "layers"));
+            outln!("Containers:      {}", n(&v, "containers"));
+            outln!("Volumes:         {}", n(&v, "volumes"));
+            outln!(
                 "Filesystem:      {} of {} available, {} of {} inodes free",
                 human_size(n(&v, "fs_avail_bytes")),
                 human_size(n(&v, "fs_size_bytes")),
@@ -683,116 +740,112 @@ async fn system(client: &Client, cmd: SystemCmd, json: bool) -> anyhow::Result<(
         }
         SystemCmd::Fsck { repair, verify } => fsck(client, repair, verify, json).await,
         SystemCmd::Df { verbose } => {
-            let v = client.value(Method::GET, "/v1/system/df").await?;
             if json {
-                return print_json(&v);
+                return print_body(&client.bytes(Method::GET, "/v1/system/df").await?);
             }
-            let images = n(&v, "images");
-            let rows = vec![
-                vec![
-                    "Images".into(),
-                    images.to_string(),
-                    n(&v, "images_active").to_string(),
-                    human_size(n(&v, "layers_size")),
-                    human_size(n(&v, "reclaimable")),
-                ],
-                vec![
-                    "Containers".into(),
-                    n(&v, "containers").to_string(),
-                    n(&v, "containers_active").to_string(),
-                    human_size(n(&v, "containers_rw_bytes")),
-                    "0B".into(),
-                ],
-                vec![
-                    "Local Volumes".into(),
-                    n(&v, "volumes").to_string(),
-                    n(&v, "volumes_active").to_string(),
-                    human_size(n(&v, "volumes_bytes")),
-                    "0B".into(),
-                ],
-            ];
-            print!(
-                "{}",
-                table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows)
-            );
-            if verbose {
-                println!("\nImages space usage:\n");
-                let rows = rows_of(&v, "image_details", |img| {
-                    let tag = img
-                        .get("tags")
-                        .and_then(Value::as_array)
-                        .and_then(|t| t.first())
-                        .and_then(Value::as_str)
-                        .unwrap_or("<none>:<none>");
-                    let (repo, tag) = tag.rsplit_once(':').unwrap_or((tag, ""));
-                    vec![
-                        repo.to_owned(),
-                        tag.to_owned(),
-                        short_id(s(img, "id")),
-                        human_size(n(img, "size")),
-                        human_size(n(img, "shared_size")),
-                        human_size(n(img, "unique_size")),
-                        n(img, "containers").to_string(),
-                    ]
-                });
-                print!(
-                    "{}",
-                    table(
-                        &[
-                            "REPOSITORY",
-                            "TAG",
-                            "IMAGE ID",
-                            "SIZE",
-                            "SHARED SIZE",
-                            "UNIQUE SIZE",
-                            "CONTAINERS"
-                        ],
-                        &rows
-                    )
-                );
-                print_df_details(&v);
-            }
+            // Typed, not a `serde_json::Value`: a row per container made the map-building
+            // most of the command's time.
+            let usage: DiskUsage = client.json(Method::GET, "/v1/system/df").await?;
+            print_df(&usage, verbose)?;
             Ok(())
         }
     }
 }
 
-fn print_df_details(v: &Value) {
-    println!("\nContainers space usage:\n");
-    let rows = rows_of(v, "container_details", |c| {
+/// `system df` as docker prints it; `-v` adds a table per kind.
+fn print_df(usage: &DiskUsage, verbose: bool) -> anyhow::Result<()> {
+    let rows = vec![
         vec![
-            s(c, "id").chars().take(12).collect(),
-            c.get("image_name")
-                .and_then(Value::as_str)
-                .unwrap_or("<none>")
-                .to_owned(),
-            human_size(n(c, "rw_size")),
-            human_size(n(c, "virtual_size")),
-            ago(i64::try_from(n(c, "created")).unwrap_or(0)),
-            s(c, "name").to_owned(),
-        ]
-    });
-    print!(
-        "{}",
-        table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "SIZE",
-                "VIRTUAL SIZE",
-                "CREATED",
-                "NAMES"
-            ],
-            &rows
-        )
-    );
-    println!("\nLocal Volumes space usage:\n");
-    let rows = rows_of(v, "volume_details", |vol| {
+            "Images".into(),
+            usage.images.to_string(),
+            usage.images_active.to_string(),
+            human_size(usage.layers_size),
+            human_size(usage.reclaimable),
+        ],
         vec![
-            s(vol, "name").to_owned(),
-            n(vol, "users").to_string(),
-            human_size(n(vol, "size")),
-        ]
-    });
-    print!("{}", table(&["VOLUME NAME", "LINKS", "SIZE"], &rows));
+            "Containers".into(),
+            usage.containers.to_string(),
+            usage.containers_active.to_string(),
+            human_size(usage.containers_rw_bytes),
+            "0B".into(),
+        ],
+        vec![
+            "Local Volumes".into(),
+            usage.volumes.to_string(),
+            usage.volumes_active.to_string(),
+            human_size(usage.volumes_bytes),
+            "0B".into(),
+        ],
+    ];
+    let header = ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"];
+    out!("{}", table(&header, &rows));
+    if !verbose {
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = usage
+        .image_details
+        .iter()
+        .map(|img| {
+            let (repo, tag) = img
+                .tags
+                .first()
+                .map_or(("<none>", "<none>"), |t| (t.repository(), t.tag()));
+            vec![
+                repo.to_owned(),
+                tag.to_owned(),
+                short_id(&img.id.to_string()),
+                human_size(img.size),
+                human_size(img.shared_size),
+                human_size(img.unique_size),
+                img.containers.to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "SIZE",
+        "SHARED SIZE",
+        "UNIQUE SIZE",
+        "CONTAINERS",
+    ];
+    out!("\nImages space usage:\n\n{}", table(&header, &rows));
+    let rows: Vec<Vec<String>> = usage
+        .container_details
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.hex()[..12].to_owned(),
+                c.image_name.clone().unwrap_or_else(|| "<none>".to_owned()),
+                human_size(c.rw_size.unwrap_or(0)),
+                human_size(c.virtual_size),
+                ago(i64::try_from(c.created).unwrap_or(0)),
+                c.name.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "SIZE",
+        "VIRTUAL SIZE",
+        "CREATED",
+        "NAMES",
+    ];
+    out!("\nContainers space usage:\n\n{}", table(&header, &rows));
+    let rows: Vec<Vec<String>> = usage
+        .volume_details
+        .iter()
+        .map(|vol| {
+            vec![
+                vol.name.clone(),
+                vol.users.to_string(),
+                human_size(vol.size.unwrap_or(0)),
+            ]
+        })
+        .collect();
+    let header = ["VOLUME NAME", "LINKS", "SIZE"];
+    out!("\nLocal Volumes space usage:\n\n{}", table(&header, &rows));
+    Ok(())
 }

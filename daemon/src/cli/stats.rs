@@ -152,12 +152,12 @@ pub(super) async fn stats(client: &Client, no_stream: bool, json: bool) -> anyho
         let now = Instant::now();
         let shown = rows(&before, &after, now - at);
         if json {
-            println!("{}", serde_json::to_string(&shown)?);
+            outln!("{}", serde_json::to_string(&shown)?);
         } else if no_stream {
-            print!("{}", render(&shown, after.probe_up));
+            out!("{}", render(&shown, after.probe_up));
         } else {
             // Clear the screen and home the cursor, as `docker stats` does.
-            print!("\x1b[2J\x1b[H{}", render(&shown, after.probe_up));
+            out!("\x1b[2J\x1b[H{}", render(&shown, after.probe_up));
         }
         if no_stream {
             return Ok(());
