@@ -189,6 +189,7 @@ fn check_output(what: &str, output: Output) -> Output {
 pub struct Dockerd {
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
+    data_root: PathBuf,
     socket: PathBuf,
     client: PathBuf,
 }
@@ -205,8 +206,23 @@ impl Dockerd {
         }
     }
 
+    /// Like [`start`](Self::start), but with the data root in a fresh directory under `parent`
+    /// (for benchmarks that need docker's layers on a given disk; it is removed on drop); the
+    /// socket and exec root stay under `/tmp`.
+    pub fn start_in(parent: &Path) -> Self {
+        match Self::try_start_in(Some(parent)) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// [`start`](Self::start), returning errors instead of panicking.
     pub fn try_start() -> Result<Self, Error> {
+        Self::try_start_in(None)
+    }
+
+    /// [`start`](Self::start) / [`start_in`](Self::start_in), returning errors.
+    pub fn try_start_in(parent: Option<&Path>) -> Result<Self, Error> {
         let not_found = |program: &str| Error::ProgramNotFound {
             program: program.into(),
             hint: "install docker.io (`.ci/run` and `cargo xtask test` do)",
@@ -223,12 +239,20 @@ impl Dockerd {
         let socket = base.join("docker.sock");
         let config = base.join("daemon.json");
         std::fs::write(&config, "{}\n").map_err(|e| Error::io(&config, "writing", e))?;
+        let data_root = match parent {
+            None => base.join("data"),
+            Some(parent) => tempfile::Builder::new()
+                .prefix("docker-data")
+                .tempdir_in(parent)
+                .map_err(|e| Error::io(parent, "creating a directory in", e))?
+                .keep(),
+        };
         let mut command = Command::new(dockerd);
         command
             .arg("--config-file")
             .arg(&config)
             .arg("--data-root")
-            .arg(base.join("data"))
+            .arg(&data_root)
             .arg("--exec-root")
             .arg(base.join("exec"))
             .arg("--pidfile")
@@ -247,6 +271,7 @@ impl Dockerd {
         let mut me = Self {
             child: Some(child),
             dir: Some(dir),
+            data_root,
             socket,
             client,
         };
@@ -284,9 +309,10 @@ impl Dockerd {
         &self.socket
     }
 
-    /// The data root (`<tmp>/data`), where `overlay2/` and `image/` live.
+    /// The data root (`<tmp>/data`, or the directory [`start_in`](Self::start_in) made), where
+    /// `overlay2/` and `image/` live.
     pub fn data_root(&self) -> PathBuf {
-        self.base().join("data")
+        self.data_root.clone()
     }
 
     fn base(&self) -> &Path {
@@ -429,6 +455,15 @@ impl Drop for Dockerd {
             }
         }
         unmount_all_under(dir.path());
+        if !self.data_root.starts_with(dir.path()) {
+            unmount_all_under(&self.data_root);
+            if let Err(e) = std::fs::remove_dir_all(&self.data_root) {
+                eprintln!(
+                    "testkit: removing dockerd's data root {}: {e}",
+                    self.data_root.display()
+                );
+            }
+        }
         if let Err(e) = dir.close() {
             eprintln!("testkit: removing dockerd's directory: {e}");
         }

@@ -11,9 +11,12 @@
 //! `dd oflag=direct conv=fsync` of as many bytes shows the disk's own floor for a durable
 //! import: no import can be faster than writing its bytes once.
 //!
-//! `--fresh-fs` runs every tar and strata step on an ext4 made for it ([`FreshFs`]): on a
-//! filesystem that has just had mass deletions (an earlier bench's), every tool runs several
-//! times slower, so only this makes back-to-back invocations comparable.
+//! Every timed step runs on an ext4 made for it ([`FreshFs`]): on a filesystem that has just
+//! had mass deletions (an earlier step's, case's or bench's), every tool runs several times
+//! slower (`tar -x` took 1.5 s in one run and 11.5 s in the next on the same disk), so only
+//! this makes steps, runs and invocations comparable. `--same-fs` runs them all in `--dir`
+//! itself instead, keeping everything until the end so that no step follows another's
+//! deletions within the run.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -47,7 +50,7 @@ impl Options {
             dir: workspace_root().join("target/bench-import"),
             strata: true,
             docker: true,
-            fresh_fs: false,
+            fresh_fs: true,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -58,15 +61,12 @@ impl Options {
                 "--dir" => options.dir = PathBuf::from(value()?),
                 "--skip-strata" => options.strata = false,
                 "--skip-docker" => options.docker = false,
-                "--fresh-fs" => options.fresh_fs = true,
+                "--same-fs" => options.fresh_fs = false,
                 other => bail!("unknown option {other}"),
             }
         }
         if options.runs == 0 || options.size_mib == 0 {
             bail!("--runs and --size-mib must be positive");
-        }
-        if options.fresh_fs && options.docker {
-            bail!("--fresh-fs needs --skip-docker: dockerd's data root stays under /tmp");
         }
         Ok(options)
     }
@@ -453,7 +453,7 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
     // machine's), creating inodes just after deleting many makes the allocator skip the
     // recently deleted ones (`recently_deleted`), which doubled the system time of whichever
     // tool ran next (measured: tar -x 1.2 s -> 2.8 s of system time).
-    // With --fresh-fs every step gets a filesystem of its own instead, dropped after it.
+    // By default every step gets a filesystem of its own instead, dropped after it.
     let mut keep_daemons = Vec::new();
     let mut keep_dockerds = Vec::new();
     let fs_size = (options.size_mib << 22).max(4 << 30);
@@ -503,7 +503,8 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
         }
 
         if options.docker {
-            let docker = Dockerd::start();
+            let (fs, base) = place(&format!("docker-{run}"))?;
+            let docker = Dockerd::start_in(&base);
             samples
                 .docker
                 .push(timed("docker load (fresh dockerd)", || {
@@ -524,7 +525,9 @@ pub(crate) fn import(options: &Options) -> Result<Vec<Figure>> {
                     sync();
                     Ok(())
                 })?);
-            keep_dockerds.push(docker);
+            if fs.is_none() {
+                keep_dockerds.push(docker);
+            }
         }
     }
     drop((keep_daemons, keep_dockerds));

@@ -51,8 +51,8 @@ tasks:
     import              ~1 GiB image: strata import vs docker load vs tar -x
       --size-mib N      approximate image size (default 1024)
       --skip-strata     measure only tar and docker
-      --fresh-fs        each step on a just-made ext4 (loop device) in --dir; needs
-                        --skip-docker
+      --same-fs         every step in --dir itself, not each on a just-made ext4 (a loop
+                        device under --dir)
     containers          (cycle, list, memory) create cycles, listing, stratad's RSS
       --cycles N        create cycles per daemon, p50/p99 reported (default 500)
       --containers N    containers to create, then list (default 10000)
