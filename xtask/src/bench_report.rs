@@ -252,7 +252,8 @@ fn markdown(figures: &[Figure]) -> Result<String> {
          a shared machine falls on both; figures are medians unless they say otherwise. The \
          machine is noisy: compare the ratios, not the seconds. Re-run one case with \
          `cargo xtask bench CASE` (cases: import, containers, df, copyup, probe; `--help` \
-         lists the options).\n\n",
+         lists the options). [docs/performance.md](docs/performance.md) explains the figures: \
+         where each case's time goes, and what was tried.\n\n",
     );
     out.push_str("| case | figure | strata | peer | ratio | target |\n|---|---|---|---|---|---|\n");
     for f in figures {
