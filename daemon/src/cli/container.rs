@@ -182,7 +182,7 @@ pub(super) async fn container(
             let list: Vec<ContainerSummary> = client.json(Method::GET, "/v1/containers").await?;
             if quiet {
                 for c in &list {
-                    outln!("{}", &c.id.hex()[..12]);
+                    outln!("{}", short_id(&c.id.hex()));
                 }
                 return Ok(());
             }
@@ -194,7 +194,7 @@ pub(super) async fn container(
                 .iter()
                 .map(|c| {
                     let mut row = vec![
-                        c.id.hex()[..12].to_owned(),
+                        short_id(&c.id.hex()),
                         c.image_name
                             .clone()
                             .unwrap_or_else(|| short_id(&c.image.to_string())),

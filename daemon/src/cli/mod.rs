@@ -816,7 +816,7 @@ fn print_df(usage: &DiskUsage, verbose: bool) -> anyhow::Result<()> {
         .iter()
         .map(|c| {
             vec![
-                c.id.hex()[..12].to_owned(),
+                short_id(&c.id.hex()),
                 c.image_name.clone().unwrap_or_else(|| "<none>".to_owned()),
                 human_size(c.rw_size.unwrap_or(0)),
                 human_size(c.virtual_size),
